@@ -1,0 +1,50 @@
+"""Small building blocks shared by the SAM-style modules."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """SAM's channel LayerNorm for NCHW maps (biased variance, eps inside the sqrt)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class MLPBlock(nn.Module):
+    """Two-layer MLP used inside the two-way transformer and ViT blocks."""
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(self.act(self.lin1(x)))
+
+
+class SamNeck(nn.Module):
+    """The 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d neck that maps encoder features to 256 channels.
+
+    Shared by the TinyViT, RepViT and ViT-B encoders (their checkpoints name it `neck.0..3`).
+    """
+
+    def __init__(self, in_chans: int, out_chans: int = 256) -> None:
+        super().__init__()
+        self.neck = nn.Sequential(
+            nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
