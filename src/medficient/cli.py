@@ -17,6 +17,9 @@ COMMANDS: dict[str, str] = {
     "fetch-weights": "medficient.inference.commands",
     "models": "medficient.inference.commands",
     "demo": "medficient.demo",
+    "convert": "medficient.formats.commands",
+    "to-image": "medficient.formats.commands",
+    "segment": "medficient.formats.commands",
     "evaluate": "medficient.evaluation.commands",
     "rank": "medficient.evaluation.commands",
 }
