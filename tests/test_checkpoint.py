@@ -1,5 +1,5 @@
 """Checkpoint layouts and the errors for checkpoints that do not fit."""
-import pickle
+import argparse
 
 import pytest
 import torch
@@ -46,11 +46,9 @@ def test_student_encoder_distillation_checkpoint(tmp_path, rule):
 
 
 def test_lightning_checkpoint_with_pickled_hparams_needs_trust(tmp_path, rule):
-    class Hparams:  # stands for Lightning's pickled hyper-parameter objects
-        lr = 1e-3
-
+    hparams = argparse.Namespace(lr=1e-3)  # stands for Lightning's pickled AttributeDict
     path = tmp_path / "lightning.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in rule.items()}, "hyper_parameters": Hparams()}, path)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in rule.items()}, "hyper_parameters": hparams}, path)
     with pytest.raises(CheckpointError, match="trust"):
         medficient.build_model("lite_medsam", checkpoint=path)
     model = medficient.build_model("lite_medsam", checkpoint=path, trust_pickle=True)

@@ -23,6 +23,8 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
@@ -34,6 +36,13 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict:
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from e
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, legacy, a pickle starting with the PROTO opcode 0x80)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
 
 
 def extract_state_dict(obj: object) -> dict[str, torch.Tensor]:

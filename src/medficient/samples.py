@@ -54,25 +54,17 @@ def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def mni152_case() -> dict[str, np.ndarray]:
-    """Brain MR volume with three objects: the two cerebral hemispheres' white matter and the cerebellum-free brain's grey matter core.
-
-    Objects are large, compact tissue regions (white matter > 50 % in each hemisphere,
-    restricted to the largest connected component), so that a box describes them well.
-    """
+    """Brain MR volume (197 x 233 x 189, 1 mm) with one object: the brain (grey + white matter > 50 %,
+    holes filled per slice, largest connected component)."""
     import nibabel as nib
     from scipy import ndimage
 
     paths = mni152_paths()
-    t1, wm = (_axial(np.asanyarray(nib.load(paths[k]).dataobj)) for k in ("t1", "wm"))
-    labels = np.zeros(t1.shape, dtype=np.uint16)
-    white = wm > 127
-    mid = t1.shape[2] // 2
-    for label, side in ((1, slice(0, mid)), (2, slice(mid, None))):
-        part = np.zeros_like(white)
-        part[:, :, side] = white[:, :, side]
-        comps, n = ndimage.label(part)
-        largest = 1 + int(np.argmax(ndimage.sum_labels(part, comps, range(1, n + 1))))
-        labels[comps == largest] = label
+    t1, gm, wm = (_axial(np.asanyarray(nib.load(paths[k]).dataobj)) for k in ("t1", "gm", "wm"))
+    tissue = (gm.astype(np.int32) + wm) > 127
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
+    comps, n = ndimage.label(filled)
+    labels = (comps == 1 + int(np.argmax(ndimage.sum_labels(filled, comps, range(1, n + 1))))).astype(np.uint16)
     return {"imgs": t1.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels), "spacing": np.ones(3)}
 
 

@@ -1,0 +1,207 @@
+"""TinyViT image encoder as modified for LiteMedSAM (256 input, 1x1 stem, stride-1 last merge).
+
+Tokens stay at full resolution in stage 0 (MBConv), then windowed attention with a learned
+relative-offset bias table in stages 1-3; a SAM neck maps the 64x64x320 map to 256 channels.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .common import SamNeck
+
+
+class Conv2dBN(nn.Sequential):
+    """Conv without bias followed by BatchNorm (checkpoint keys `c`, `bn`)."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1):
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_chans))
+
+
+class PatchEmbed(nn.Module):
+    """LiteMedSAM's stem: two 1x1 stride-1 Conv2dBN with GELU, so stage 0 runs at 256x256."""
+
+    def __init__(self, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(Conv2dBN(in_chans, embed_dim // 2), nn.GELU(), Conv2dBN(embed_dim // 2, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, 3x3 depthwise, 1x1 project; GELU after the residual add."""
+
+    def __init__(self, chans: int, expand_ratio: float) -> None:
+        super().__init__()
+        hidden = int(chans * expand_ratio)
+        self.conv1, self.act1 = Conv2dBN(chans, hidden), nn.GELU()
+        self.conv2, self.act2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden), nn.GELU()
+        self.conv3, self.act3 = Conv2dBN(hidden, chans), nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3(self.act2(self.conv2(self.act1(self.conv1(x)))))
+        return self.act3(y + x)
+
+
+class PatchMerging(nn.Module):
+    """1x1, depthwise 3x3 (stride 2, or 1 for the 320-channel stage as in LiteMedSAM), 1x1; NCHW in, tokens out."""
+
+    def __init__(self, resolution: int, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.act = nn.GELU()
+        self.conv1 = Conv2dBN(dim, out_dim)
+        self.conv2 = Conv2dBN(out_dim, out_dim, 3, 1 if out_dim == 320 else 2, 1, groups=out_dim)
+        self.conv3 = Conv2dBN(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:  # tokens (B, L, C) -> NCHW
+            x = x.view(len(x), self.resolution, self.resolution, -1).permute(0, 3, 1, 2)
+        x = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+        return x.flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Window self-attention with its own LayerNorm and a bias per head and |dy|,|dx| offset."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, dim // num_heads
+        self.scale = self.key_dim**-0.5
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        points = list(itertools.product(range(window), range(window)))
+        offsets: dict[tuple[int, int], int] = {}
+        idxs = [offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets)) for a in points for b in points]
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
+        self.register_buffer("attention_bias_idxs", torch.tensor(idxs).view(len(points), len(points)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, n, self.num_heads, -1).split([self.key_dim] * 3, dim=3)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        bias = self.attention_biases[:, self.attention_bias_idxs]  # read live: no stale cache after loading
+        attn = ((q @ k.transpose(-2, -1)) * self.scale + bias).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class TinyViTBlock(nn.Module):
+    """Windowed attention + residual, depthwise 3x3 local conv, MLP + residual.
+
+    Maps that are not a multiple of the window are zero-padded bottom/right with no mask:
+    padded tokens take part as keys and values, as in the reference.
+    """
+
+    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.resolution, self.window = resolution, window
+        self.attn = Attention(dim, num_heads, window)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.local_conv = Conv2dBN(dim, dim, 3, 1, 1, groups=dim)
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, l, c = x.shape
+        h = w = self.resolution
+        ws = self.window
+        x = x.view(b, h, w, c)
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        ph, pw = h + pad_b, w + pad_r
+        nh, nw = ph // ws, pw // ws
+        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        x = self.attn(x)
+        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+        return x[:, :h, :w].reshape(b, l, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, l, c = x.shape
+        x = x + self._window_attention(x)
+        h = self.resolution
+        x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, h)).view(b, c, l).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class ConvLayer(nn.Module):
+    """Stage 0: MBConv blocks on the NCHW map, then a patch merging."""
+
+    def __init__(self, dim: int, resolution: int, depth: int, out_dim: int, expand_ratio: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(resolution, dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x)
+
+
+class BasicLayer(nn.Module):
+    """Stages 1-3: TinyViT blocks on tokens, then an optional patch merging."""
+
+    def __init__(self, dim, resolution, depth, num_heads, window, mlp_ratio, out_dim: int | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(resolution, dim, out_dim) if out_dim else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class TinyViT(nn.Module):
+    def __init__(
+        self,
+        img_size: int = 256,
+        in_chans: int = 3,
+        embed_dims: tuple[int, ...] = (64, 128, 160, 320),
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (2, 4, 5, 10),
+        window_sizes: tuple[int, ...] = (7, 7, 14, 7),
+        mlp_ratio: float = 4.0,
+        mbconv_expand_ratio: float = 4.0,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        res = [img_size, img_size // 2, img_size // 4, img_size // 4]  # last merge has stride 1
+        self.out_res = res[3]
+        layers: list[nn.Module] = [ConvLayer(embed_dims[0], res[0], depths[0], embed_dims[1], mbconv_expand_ratio)]
+        for i in range(1, len(depths)):
+            out_dim = embed_dims[i + 1] if i + 1 < len(depths) else None
+            layers.append(BasicLayer(embed_dims[i], res[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio, out_dim))
+        self.layers = nn.ModuleList(layers)
+        self.neck = SamNeck(embed_dims[-1], out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        b, _, c = x.shape
+        x = x.view(b, self.out_res, self.out_res, c).permute(0, 3, 1, 2)
+        return self.neck(x)
+
+
+def tiny_vit_lite_medsam() -> TinyViT:
+    """The LiteMedSAM configuration (CVPR24_LiteMedSAM_infer.py)."""
+    return TinyViT()
