@@ -53,14 +53,14 @@ def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     return np.asarray(boxes, dtype=np.int64)
 
 
-def mni152_case() -> dict[str, np.ndarray]:
-    """Brain MR volume (197 x 233 x 189, 1 mm) with one object: the brain (grey + white matter > 50 %,
-    holes filled per slice, largest connected component)."""
+def mni152_case(slab: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Brain MR volume (189 x 233 x 197 axial, 1 mm) with one object: the brain (grey + white matter
+    > 50 %, holes filled per slice, largest connected component); `slab` keeps some axial slices."""
     import nibabel as nib
     from scipy import ndimage
 
     paths = mni152_paths()
-    t1, gm, wm = (_axial(np.asanyarray(nib.load(paths[k]).dataobj)) for k in ("t1", "gm", "wm"))
+    t1, gm, wm = (_axial(np.asanyarray(nib.load(paths[k]).dataobj))[slab] for k in ("t1", "gm", "wm"))
     tissue = (gm.astype(np.int32) + wm) > 127
     filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
     comps, n = ndimage.label(filled)
@@ -69,7 +69,8 @@ def mni152_case() -> dict[str, np.ndarray]:
 
 
 def coins_case(min_area: int = 400) -> dict[str, np.ndarray]:
-    """scikit-image coins, one object per coin (Otsu threshold, holes filled, small specks dropped)."""
+    """scikit-image coins, one object per coin (Otsu threshold, holes filled, small specks and
+    regions touching the border, i.e. the lit background band, dropped)."""
     from scipy import ndimage
     from skimage import data, filters
 
@@ -77,13 +78,18 @@ def coins_case(min_area: int = 400) -> dict[str, np.ndarray]:
     fg = ndimage.binary_fill_holes(ndimage.binary_opening(image > filters.threshold_otsu(image), iterations=2))
     comps, n = ndimage.label(fg)
     sizes = ndimage.sum_labels(fg, comps, range(1, n + 1))
+    border = set(np.unique(np.concatenate([comps[0], comps[-1], comps[:, 0], comps[:, -1]])))
+    keep = [i for i in np.flatnonzero(sizes >= min_area) + 1 if i not in border]
     labels = np.zeros(image.shape, dtype=np.uint16)
-    for new, old in enumerate(np.flatnonzero(sizes >= min_area) + 1, start=1):
+    for new, old in enumerate(keep, start=1):
         labels[comps == old] = new
     return {"imgs": image.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels)}
 
 
-SAMPLES = {"3DBox_MR_mni152": mni152_case, "2DBox_Microscopy_coins": coins_case}
+SAMPLES = {
+    "3DBox_MR_mni152": lambda: mni152_case(slice(60, 100)),  # 40 slices keep the demo quick on a CPU
+    "2DBox_Microscopy_coins": coins_case,
+}
 
 
 def write_samples(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
