@@ -14,7 +14,11 @@ REFERENCE = Path(os.environ.get("MEDFICIENT_REFERENCE", Path(__file__).resolve()
 NAMES = ["lite_medsam", "medficient_l0", "medficient_l1", "medficient_l2", "repvit_medsam_m11", "medsam_vit_b"]
 BOX_256 = np.array([60, 70, 180, 200], dtype=np.float32)
 
-requires_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference data not found at {REFERENCE}")
+# Missing reference data fails the tests (CI must check against it); opt out explicitly to skip.
+requires_reference = pytest.mark.skipif(
+    not REFERENCE.is_dir() and os.environ.get("MEDFICIENT_SKIP_REFERENCE") == "1",
+    reason=f"reference data not found at {REFERENCE} (MEDFICIENT_SKIP_REFERENCE=1)",
+)
 
 
 def read_keys(name: str) -> list[tuple[str, tuple[int, ...], str]]:
