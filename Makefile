@@ -24,8 +24,8 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	$(VENV)/bin/medficient demo --out demo_out --no-predict
-	$(VENV)/bin/medficient bench -i demo_out/cases
+	$(VENV)/bin/medficient demo --out bench_out --no-predict --bench-cases
+	$(VENV)/bin/medficient bench -i bench_out/cases --json bench_out/bench.json
 
 clean:
 	rm -rf demo_out .pytest_cache

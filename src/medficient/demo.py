@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="folder for cases/, segs/, overlays/")
     p.add_argument("--model", default="lite_medsam")
     p.add_argument("--no-predict", action="store_true", help="only build the sample cases")
+    p.add_argument("--bench-cases", action="store_true", help="with --no-predict: also build the benchmark cases")
     p.set_defaults(func=run)
 
 
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     print(f"building sample cases in {out / 'cases'} ...", file=sys.stderr)
-    cases = write_samples(out / "cases")
+    cases = write_samples(out / "cases", bench=args.bench_cases)
     if args.no_predict:
         return 0
     engine = TorchEngine.load(args.model)

@@ -92,13 +92,32 @@ SAMPLES = {
 }
 
 
-def write_samples(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
+def mni152_multi_case() -> dict[str, np.ndarray]:
+    """Benchmark case: a 60-slice MNI152 slab with 5 boxes of different z ranges (middles differ)."""
+    case = mni152_case(slice(50, 110))
+    x0, y0, _, x1, y1, _ = case["boxes"][0]
+    w, h = x1 - x0, y1 - y0
+    boxes = [
+        [x0, y0, 0, x1, y1, 59],
+        [x0, y0, 5, x0 + w // 2, y1, 40],
+        [x0 + w // 2, y0, 20, x1, y1, 55],
+        [x0, y0, 10, x1, y0 + h // 2, 30],
+        [x0 + w // 4, y0 + h // 4, 25, x1 - w // 4, y1 - h // 4, 50],
+    ]
+    return {"imgs": case["imgs"], "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.ones(3)}
+
+
+BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case}
+
+
+def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bool = False) -> list[Path]:
     from .inference.cases import atomic_savez
 
+    available = BENCH_SAMPLES if bench else SAMPLES
     written = []
-    for name in names or list(SAMPLES):
+    for name in names or list(available):
         path = Path(out_dir) / f"{name}.npz"
-        atomic_savez(path, **SAMPLES[name]())
+        atomic_savez(path, **available[name]())
         written.append(path)
     return written
 
