@@ -15,7 +15,7 @@ import numpy as np
 from ..models.registry import Profile
 from .preprocess import Geometry, logits_to_masks, map_boxes, mask_bbox, preprocess, previous_mask_box
 
-DECODE_CHUNK = 64  # boxes decoded per call: bounds the (N, H, W) mask memory of one batch
+DECODE_CHUNK = 8  # boxes per decoder call: larger batches gain nothing on a CPU and cost memory (docs/benchmarks.md)
 Progress = Callable[[int], None]
 
 
