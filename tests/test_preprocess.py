@@ -10,11 +10,11 @@ from medficient.inference.preprocess import (
     preprocess,
     previous_mask_box,
 )
-from medficient.models.registry import get_spec
+from medficient.profiles import PROFILES
 
-LITE = get_spec("lite_medsam").profile
-MEDFICIENT = get_spec("medficient_l0").profile
-REPVIT = get_spec("repvit_medsam_m11").profile
+LITE = PROFILES["lite_medsam"]
+MEDFICIENT = PROFILES["medficient_l0"]
+REPVIT = PROFILES["repvit_medsam_m11"]
 
 
 def test_geometry_rounds_half_up():

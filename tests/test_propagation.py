@@ -6,7 +6,7 @@ import pytest
 
 from medficient.inference.engine import EngineStats
 from medficient.inference.propagate import count_slice_steps, segment_2d, segment_3d, segment_3d_official
-from medficient.models.registry import get_spec
+from medficient.profiles import PROFILES
 
 
 @dataclass
@@ -31,8 +31,8 @@ class BoxEngine:
         return logits
 
 
-LITE = get_spec("lite_medsam").profile
-MEDFICIENT = get_spec("medficient_l0").profile
+LITE = PROFILES["lite_medsam"]
+MEDFICIENT = PROFILES["medficient_l0"]
 
 
 def test_litemedsam_z_range_is_inclusive_and_boxes_grow_by_margin():

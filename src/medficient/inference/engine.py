@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models.registry import Profile
+from ..profiles import Profile
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..models.registry import Profile
+from ..profiles import Profile
 from .preprocess import Geometry, logits_to_masks, map_boxes, mask_bbox, preprocess, previous_mask_box
 
 DECODE_CHUNK = 8  # boxes per decoder call: larger batches gain nothing on a CPU and cost memory (docs/benchmarks.md)

