@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -117,23 +116,25 @@ def evaluate_dir(
     progress = sys.stderr.isatty() if progress is None else progress
     jobs = [(gt_dir / n, pred_dir / n, nsd_mode, tolerance) for n in names]
     rows = []
-    with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
-        if workers == 1 or len(jobs) <= 1:
+    if workers == 1 or len(jobs) <= 1:
+        with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
             for job in jobs:
                 rows.append(evaluate_case(*job))
                 bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                futures = {pool.submit(evaluate_case, *job): job for job in jobs}
-                for future in as_completed(futures):
-                    try:
-                        rows.append(future.result())
-                    except Exception as e:  # a worker died (e.g. killed for memory)
-                        name = futures[future][0].name
-                        rows.append({"case": name, "dim": case_kind(name) or "", "modality": case_modality(name),
-                                     "dsc": np.nan, "nsd": np.nan, "status": ERROR, "labels": [], "seconds": 0.0,
-                                     "message": f"evaluation failed: {type(e).__name__}: {e}"})
-                    bar.update()
+        return sorted(rows, key=lambda r: r["case"])
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        # submitted before the progress bar exists: workers start while this process has one thread
+        futures = {pool.submit(evaluate_case, *job): job for job in jobs}
+        with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
+            for future in as_completed(futures):
+                try:
+                    rows.append(future.result())
+                except Exception as e:  # a worker died (e.g. killed for memory)
+                    name = futures[future][0].name
+                    rows.append({"case": name, "dim": case_kind(name) or "", "modality": case_modality(name),
+                                 "dsc": np.nan, "nsd": np.nan, "status": ERROR, "labels": [], "seconds": 0.0,
+                                 "message": f"evaluation failed: {type(e).__name__}: {e}"})
+                bar.update()
     return sorted(rows, key=lambda r: r["case"])
 
 
@@ -188,9 +189,9 @@ def modality_table(cases):
 def write_csv_atomic(df, path: str | Path, float_format: str | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with open(tmp, "w", newline="") as f:
             df.to_csv(f, index=False, float_format=float_format)
         os.replace(tmp, path)
     except BaseException:

@@ -32,6 +32,7 @@ EMPTY_BOTH = "empty_both"  # label in neither mask: excluded from the means
 MISSED = "missed"  # label in the ground truth only
 FALSE_POSITIVE = "false_positive"  # label in the prediction only
 GATED = "nsd_gated"  # NSD set to 0 because the case DSC <= 0.2
+_KEEP_CROPS_BYTES = 256 * 2**20  # label crops kept between the DSC and NSD passes up to this size
 
 
 class MetricError(ValueError):
@@ -117,7 +118,7 @@ def score_case(
 
     boxes_gt = ndimage.find_objects(gts, max_label=n_labels)
     boxes_pred = ndimage.find_objects(segs, max_label=n_labels)
-    crops, labels = [], []
+    crops, labels, kept = [], [], 0
     for label in range(1, n_labels + 1):
         box = _union(boxes_gt[label - 1], boxes_pred[label - 1])
         if box is None:
@@ -128,7 +129,8 @@ def score_case(
         na, nb, both = int(np.count_nonzero(a)), int(np.count_nonzero(b)), int(np.count_nonzero(a & b))
         note = MISSED if nb == 0 else FALSE_POSITIVE if na == 0 else ""
         labels.append(LabelScore(label, 2.0 * both / (na + nb), np.nan, na, nb, note))
-        crops.append(box)
+        kept += 2 * a.size
+        crops.append((box, (a, b) if kept <= _KEEP_CROPS_BYTES else None))  # reused for NSD
 
     dsc = float(np.nanmean([s.dsc for s in labels]))
     if not dsc > DSC_GATE:
@@ -138,13 +140,14 @@ def score_case(
                 s.note = f"{s.note},{GATED}" if s.note else GATED
         return CaseScore(dsc, 0.0, labels)
 
-    for s, box in zip(labels, crops):
-        if box is None:
+    for s, crop in zip(labels, crops):
+        if crop is None:
             continue
         if s.gt_voxels == 0 or s.pred_voxels == 0:
             s.nsd = 0.0  # one surface is empty: nothing of the other is within tolerance
             continue
-        a, b = gts[box] == s.label, segs[box] == s.label
+        box, masks = crop
+        a, b = masks if masks is not None else (gts[box] == s.label, segs[box] == s.label)
         if kind == "2D" and nsd_mode == "challenge":
             a, b = a[..., None], b[..., None]
         s.nsd = surface_dice_cropped(a, b, sp, tolerance)

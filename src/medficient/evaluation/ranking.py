@@ -20,6 +20,7 @@ import numpy as np
 
 HIGHER_IS_BETTER = {"dsc": True, "nsd": True, "time": False}
 METRIC_NAMES = {"dsc": "DSC", "nsd": "NSD", "time": "runtime"}
+DECIMALS = 4  # DSC and NSD are compared as the official CSV stores them
 
 
 def group_name(dim: str, modality: str) -> str:
@@ -52,6 +53,8 @@ def combine_runs(runs: dict):
     table["group"] = [group_name(d, case_modality(c)) for d, c in zip(dims, table["case"])]
     for col in ("dsc", "nsd", "time"):
         table[col] = pd.to_numeric(table[col], errors="coerce")
+    # ranked at the 4 decimals of the challenge's CSV: evaluated folders and CSV runs compare alike
+    table[["dsc", "nsd"]] = table[["dsc", "nsd"]].round(DECIMALS)
     return table[["run", "case", "group", "dsc", "nsd", "time", "status"]]
 
 
@@ -126,8 +129,8 @@ def leaderboard(ri: RankInput):
     for g, (mean_rank, ranks) in per_group.items():
         for k, m in enumerate(ri.metrics):
             v = ri.values[index[g], k]
+            board[f"{g} {m}"] = ranks[k].astype(int)
             for a, run in enumerate(ri.runs):
-                board.loc[a, f"{g} {m}"] = int(ranks[k, a])
                 records.append({"group": g, "metric": m, "run": run, "rank": int(ranks[k, a]),
                                 "mean_case_rank": mean_rank[k, a], "cases": len(index[g]),
                                 "mean": np.nanmean(v[:, a]) if np.any(~np.isnan(v[:, a])) else np.nan,
@@ -154,13 +157,10 @@ def stability(ri: RankInput, boot: np.ndarray):
     """(summary, frequencies): per run its rank, bootstrap median and 95 % interval, share of draws
     with the same rank, median Kendall tau of the draws with the original ranking."""
     import pandas as pd
-    from scipy.stats import kendalltau
 
     final, _, _ = _aggregate(ri)
-    taus = []
-    for draw in boot:
-        tau = kendalltau(final, draw).statistic if len(ri.runs) > 1 else np.nan
-        taus.append(1.0 if np.isnan(tau) and np.array_equal(final, draw) else tau)
+    taus = kendall_tau_b(final, boot)
+    taus[np.isnan(taus) & np.all(boot == final[None, :], axis=1)] = 1.0
     summary = pd.DataFrame({
         "run": ri.runs,
         "rank": final.astype(int),
@@ -173,6 +173,16 @@ def stability(ri: RankInput, boot: np.ndarray):
     freq = [{"run": run, "rank": int(r), "frequency": float(np.mean(boot[:, a] == r))}
             for a, run in enumerate(ri.runs) for r in range(1, len(ri.runs) + 1) if np.any(boot[:, a] == r)]
     return summary, pd.DataFrame(freq, columns=["run", "rank", "frequency"])
+
+
+def kendall_tau_b(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b between ranking `x` (n,) and each row of `ys` (B, n); NaN where undefined."""
+    i, j = np.triu_indices(x.size, 1)
+    sx = np.sign(x[i] - x[j])
+    sy = np.sign(ys[:, i] - ys[:, j])
+    denom = np.sqrt(float(np.count_nonzero(sx)) * np.count_nonzero(sy, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (sy * sx).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -189,11 +199,49 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def _signed_rank_exact(d: np.ndarray) -> tuple[float, float]:
+    """Two-sided Wilcoxon signed-rank test by its exact (conditional) null distribution, ties and
+    zeros included ("wilcox": zeros dropped): the statistic min(R+, R-) and the p-value. SciPy's
+    `wilcoxon` gives the same p-value but enumerates all 2^n sign patterns for n <= 13 when there
+    are ties or zeros (seconds per test); a convolution over the doubled mid-ranks is immediate."""
+    from scipy.stats import rankdata
+
+    d = d[d != 0]
+    n = d.size
+    if n == 0:
+        return np.nan, 1.0
+    twice = np.rint(2 * rankdata(np.abs(d))).astype(np.int64)
+    counts = np.zeros(int(twice.sum()) + 1)
+    counts[0] = 1.0
+    for r in twice:
+        counts[r:] += counts[:-r].copy()  # r >= 2: doubled ranks
+    prob = counts / counts.sum()
+    t = int(twice[d > 0].sum())
+    p = min(1.0, 2 * min(prob[: t + 1].sum(), prob[t:].sum()))
+    r_plus = t / 2
+    return float(min(r_plus, twice.sum() / 2 - r_plus)), float(p)
+
+
+def wilcoxon_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(statistic, two-sided p) of the paired Wilcoxon signed-rank test (SciPy's `method="auto"`)."""
+    from scipy.stats import wilcoxon
+
+    d = x - y
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return np.nan, 1.0
+    if nonzero.size <= 13 and (nonzero.size < d.size or np.unique(np.abs(nonzero)).size < nonzero.size):
+        return _signed_rank_exact(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = wilcoxon(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
 def wilcoxon_pairs(ri: RankInput, order: list[str] | None = None, alpha: float = 0.05):
     """Paired two-sided Wilcoxon signed-rank tests for every pair of runs, per metric, over all cases
     ("all") and within each group; Holm adjustment within each (scope, metric)."""
     import pandas as pd
-    from scipy.stats import wilcoxon
 
     order = order or ri.runs
     pos = {r: i for i, r in enumerate(ri.runs)}
@@ -210,13 +258,8 @@ def wilcoxon_pairs(ri: RankInput, order: list[str] | None = None, alpha: float =
                 rec = {"scope": scope, "metric": m, "run_a": a, "run_b": b, "n": int(d.size),
                        "median_a": np.median(x) if d.size else np.nan, "median_b": np.median(y) if d.size else np.nan,
                        "median_diff": np.median(d) if d.size else np.nan, "statistic": np.nan, "p_value": np.nan}
-                if d.size and np.all(d == 0):
-                    rec["p_value"] = 1.0
-                elif d.size:
-                    with warnings.catch_warnings():  # small samples and ties: scipy picks the method
-                        warnings.simplefilter("ignore")
-                        res = wilcoxon(x, y)
-                    rec["statistic"], rec["p_value"] = float(res.statistic), float(res.pvalue)
+                if d.size:
+                    rec["statistic"], rec["p_value"] = wilcoxon_test(x, y)
                 family.append(rec)
             for rec, p in zip(family, holm([r["p_value"] for r in family])):
                 rec["p_holm"] = p

@@ -76,9 +76,9 @@ class Surface:
         return grid.reshape(self.shape)
 
     @cached_property
-    def coords(self) -> np.ndarray:
-        """(n, ndim) integer coordinates of the surface points."""
-        return np.stack(np.unravel_index(self.index, self.shape), axis=1)
+    def coords(self) -> tuple[np.ndarray, ...]:
+        """Integer coordinates of the surface points, one 1-D array per axis."""
+        return np.unravel_index(self.index, self.shape)
 
 
 def area_table(spacing: tuple[float, ...]) -> np.ndarray:
@@ -126,10 +126,25 @@ def tolerance_offsets(spacing: tuple[float, ...], tolerance: float) -> tuple[np.
     return offsets, margin
 
 
-def _box(coords: np.ndarray, margin: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.maximum(coords.min(axis=0) - margin, 0)
-    hi = np.minimum(coords.max(axis=0) + margin + 1, shape)
+def _box(coords: tuple[np.ndarray, ...], margin: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.maximum(np.array([c.min() for c in coords]) - margin, 0)
+    hi = np.minimum(np.array([c.max() for c in coords]) + margin + 1, shape)
     return lo, hi
+
+
+def _inside(coords: tuple[np.ndarray, ...], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    out = (coords[0] >= lo[0]) & (coords[0] < hi[0])
+    for axis in range(1, len(coords)):
+        out &= (coords[axis] >= lo[axis]) & (coords[axis] < hi[axis])
+    return out
+
+
+def _flat(coords: tuple[np.ndarray, ...], shift: np.ndarray, strides: list[int]) -> np.ndarray:
+    """Flat index of (coords + shift) in a C-ordered array with the given element strides."""
+    pos = (coords[0] + int(shift[0])) * strides[0]
+    for axis in range(1, len(coords)):
+        pos += (coords[axis] + int(shift[axis])) * strides[axis]
+    return pos
 
 
 def within_tolerance(src: Surface, dst: Surface, spacing: tuple[float, ...], tolerance: float) -> np.ndarray:
@@ -143,35 +158,38 @@ def within_tolerance(src: Surface, dst: Surface, spacing: tuple[float, ...], tol
         return hit
     shape = src.shape
     offsets, margin = tolerance_offsets(tuple(float(s) for s in spacing), float(tolerance))
-    src_xyz, dst_xyz = src.coords, dst.coords
     # only src points inside dst's box + margin can be near dst; the test needs no more than that box
-    dlo, dhi = _box(dst_xyz, margin, shape)
-    inside = np.all((src_xyz >= dlo) & (src_xyz < dhi), axis=1)
-    candidates = np.flatnonzero(inside)
-    if candidates.size == 0:
+    dlo, dhi = _box(dst.coords, margin, shape)
+    inside = _inside(src.coords, dlo, dhi)
+    candidates = slice(None) if inside.all() else np.flatnonzero(inside)
+    points = src.coords if isinstance(candidates, slice) else tuple(c[candidates] for c in src.coords)
+    if points[0].size == 0:
         return hit
-    slo, shi = _box(src_xyz[candidates], margin, shape)
+    slo, shi = _box(points, margin, shape)
     lo, hi = np.maximum(slo, dlo), np.minimum(shi, dhi)  # domain: both boxes, each with margin
+    keep = _inside(dst.coords, lo, hi)
+    targets = dst.coords if keep.all() else tuple(c[keep] for c in dst.coords)
+    if targets[0].size == 0:
+        return hit
     volume = float(np.prod(hi - lo))
-    if offsets.shape[0] and candidates.size * offsets.shape[0] <= _EDT_COST_PER_VOXEL * volume:
-        hit[candidates] = _offset_search(src_xyz[candidates], dst_xyz, offsets, margin, lo, hi)
+    if offsets.shape[0] and points[0].size * offsets.shape[0] <= _EDT_COST_PER_VOXEL * volume:
+        hit[candidates] = _offset_search(points, targets, offsets, margin, lo, hi)
     else:
-        hit[candidates] = _edt_search(src_xyz[candidates], dst_xyz, spacing, tolerance, lo, hi)
+        hit[candidates] = _edt_search(points, targets, spacing, tolerance, lo, hi)
     return hit
 
 
-def _offset_search(points, dst_xyz, offsets, margin, lo, hi) -> np.ndarray:
-    """Test each point against dst at every offset, nearest offsets first."""
+def _offset_search(points, targets, offsets, margin, lo, hi) -> np.ndarray:
+    """Test each point against the targets at every offset, nearest offsets first."""
     size = hi - lo + 2 * margin  # the domain, padded so that point + offset never leaves it
+    strides = [int(np.prod(size[a + 1:])) for a in range(len(size))]
     grid = np.zeros(int(np.prod(size)), bool)
-    strides = np.array([int(np.prod(size[a + 1:])) for a in range(len(size))], np.int64)
-    keep = np.all((dst_xyz >= lo) & (dst_xyz < hi), axis=1)
-    grid[(dst_xyz[keep] - lo + margin) @ strides] = True
-    pos = (points - lo + margin) @ strides
-    hit = np.zeros(points.shape[0], bool)
-    active = np.arange(points.shape[0])
-    for delta in offsets @ strides:
-        found = grid[pos + delta]
+    grid[_flat(targets, margin - lo, strides)] = True
+    pos = _flat(points, margin - lo, strides)
+    hit = np.zeros(pos.size, bool)
+    active = np.arange(pos.size)
+    for delta in offsets @ np.asarray(strides, np.int64):
+        found = grid[pos + delta] if delta else grid[pos]
         if found.any():
             hit[active[found]] = True
             miss = ~found
@@ -181,17 +199,14 @@ def _offset_search(points, dst_xyz, offsets, margin, lo, hi) -> np.ndarray:
     return hit
 
 
-def _edt_search(points, dst_xyz, spacing, tolerance, lo, hi) -> np.ndarray:
-    """Distance transform of dst restricted to the domain [lo, hi)."""
+def _edt_search(points, targets, spacing, tolerance, lo, hi) -> np.ndarray:
+    """Distance transform of the targets restricted to the domain [lo, hi)."""
     from scipy.ndimage import distance_transform_edt
 
-    keep = np.all((dst_xyz >= lo) & (dst_xyz < hi), axis=1)
-    if not keep.any():
-        return np.zeros(points.shape[0], bool)
     free = np.ones(tuple(int(n) for n in hi - lo), bool)
-    free[tuple((dst_xyz[keep] - lo).T)] = False
+    free[tuple(c - int(o) for c, o in zip(targets, lo))] = False
     dist = distance_transform_edt(free, sampling=np.asarray(spacing, np.float64))
-    return dist[tuple((points - lo).T)] <= tolerance
+    return dist[tuple(c - int(o) for c, o in zip(points, lo))] <= tolerance
 
 
 def surface_dice(mask_gt: np.ndarray, mask_pred: np.ndarray, spacing, tolerance: float = 2.0) -> float:
