@@ -1,84 +1,122 @@
-"""RepViT-M1.1 image encoder as RepViT-MedSAM (TurboMedSAM) uses it: 1024 input, last stage stride 1.
+"""RepViT-M1.1 image encoder as RepViT-MedSAM (TurboMedSAM) uses it: 1024 input, SAM neck.
 
-`fuse()` re-parameterises for deployment: every Conv+BN becomes one conv with bias, and each
-RepVGGDW (3x3 dw conv-BN + 1x1 dw conv + identity, then BN) becomes a single 3x3 depthwise conv.
+A 4x conv stem, then 24 RepViT blocks (token mixer + residual channel MLP) at 256, 128, 64 and
+64 pixels; TurboMedSAM changed the last stage's stride from 2 to 1 so the map stays 64x64 for
+the SAM neck. Module and parameter names follow the TurboMedSAM checkpoint (`features.*`, `neck.*`).
+
+Training-time branches are kept separate so trained checkpoints load; `fuse()` folds them for
+deployment: every conv+BN becomes one conv with bias, and each RepVGGDW (dw 3x3 conv-BN,
+dw 1x1 conv, identity, then BN) becomes a single depthwise 3x3 conv. No BatchNorm remains.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .common import SamNeck
 
-# (kernel, expansion, channels, squeeze-excite, hard-swish flag (no effect: GELU), stride) per block
-M1_1_CFG: list[tuple[int, int, int, bool, bool, int]] = (
-    [(3, 2, 64, True, False, 1), (3, 2, 64, False, False, 1), (3, 2, 64, False, False, 1)]
-    + [(3, 2, 128, False, False, 2), (3, 2, 128, True, False, 1), (3, 2, 128, False, False, 1), (3, 2, 128, False, False, 1)]
-    + [(3, 2, 256, False, True, 2)]
-    + [(3, 2, 256, i % 2 == 0, True, 1) for i in range(12)]
-    + [(3, 2, 256, False, True, 1)]
-    + [(3, 2, 512, False, True, 1), (3, 2, 512, True, True, 1), (3, 2, 512, False, True, 1)]
-)
+# RepViT-M1.1, one row per block: kernel, expansion (channel-MLP hidden = t * c), out channels,
+# squeeze-excite, hard-swish flag (ignored: every activation is exact GELU), stride.
+M1_1_CFGS: list[tuple[int, int, int, bool, bool, int]] = [
+    (3, 2, 64, True, False, 1),
+    (3, 2, 64, False, False, 1),
+    (3, 2, 64, False, False, 1),
+    (3, 2, 128, False, False, 2),
+    (3, 2, 128, True, False, 1),
+    (3, 2, 128, False, False, 1),
+    (3, 2, 128, False, False, 1),
+    (3, 2, 256, False, True, 2),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, True, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 256, False, True, 1),
+    (3, 2, 512, False, True, 1),  # stride 1 in TurboMedSAM (2 in RepViT): keeps 64x64 for the neck
+    (3, 2, 512, True, True, 1),
+    (3, 2, 512, False, True, 1),
+]
 
 
-class Conv2dBN(nn.Sequential):
-    """Conv without bias + BatchNorm (keys `c`, `bn`)."""
-
-    def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
-        super().__init__()
-        self.add_module("c", nn.Conv2d(a, b, ks, stride, pad, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(b))
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        c, bn = self.c, self.bn
-        scale = bn.weight / (bn.running_var + bn.eps) ** 0.5
-        conv = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups)
-        conv.weight.copy_(c.weight * scale[:, None, None, None])
-        conv.bias.copy_(bn.bias - bn.running_mean * scale)
-        return conv
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round to the nearest multiple of `divisor`, never dropping more than 10% (timm's rule)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv (with bias) followed by BN, as one conv."""
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv(weight, bias) followed by `bn` in eval mode."""
     scale = bn.weight / (bn.running_var + bn.eps) ** 0.5
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, groups=conv.groups)
-    fused.weight.data.copy_(conv.weight * scale[:, None, None, None])
-    fused.bias.data.copy_(bn.bias + (conv.bias - bn.running_mean) * scale)
+    shift = bn.bias - bn.running_mean * scale if bias is None else bn.bias + (bias - bn.running_mean) * scale
+    return weight * scale[:, None, None, None], shift
+
+
+def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A biased conv with `conv`'s geometry holding the given (fused) weight and bias."""
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, device=weight.device, dtype=weight.dtype,
+    )  # fmt: skip
+    fused.weight.data.copy_(weight)
+    fused.bias.data.copy_(bias)
     return fused
 
 
-class RepVGGDW(nn.Module):
-    """BN(dw3x3-BN(x) + dw1x1(x) + x): three training-time branches, one conv after `fuse`."""
+class Conv2dBN(nn.Sequential):
+    """Conv without bias, then BatchNorm (checkpoint keys `c`, `bn`)."""
 
-    def __init__(self, ed: int) -> None:
+    def __init__(
+        self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pad: int = 0,
+        groups: int = 1, bn_weight_init: float = 1.0,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.conv = Conv2dBN(ed, ed, 3, 1, 1, groups=ed)
-        self.conv1 = nn.Conv2d(ed, ed, 1, 1, 0, groups=ed)
-        self.bn = nn.BatchNorm2d(ed)
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_chans))
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        return _conv_like(self.c, *_fold_bn(self.c.weight, None, self.bn))
+
+
+class RepVGGDW(nn.Module):
+    """BN(dw3x3-BN(x) + dw1x1(x) + x): extra branches help training and fold away in `fuse`."""
+
+    def __init__(self, chans: int) -> None:
+        super().__init__()
+        self.conv = Conv2dBN(chans, chans, 3, 1, 1, groups=chans)
+        self.conv1 = nn.Conv2d(chans, chans, 1, 1, 0, groups=chans)
+        self.bn = nn.BatchNorm2d(chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn((self.conv(x) + self.conv1(x)) + x)
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
-        conv = self.conv.fuse()
-        w1 = nn.functional.pad(self.conv1.weight, [1, 1, 1, 1])
-        identity = nn.functional.pad(torch.ones_like(self.conv1.weight), [1, 1, 1, 1])
-        conv.weight.copy_(conv.weight + w1 + identity)
-        conv.bias.copy_(conv.bias + self.conv1.bias)
-        return _fold_bn(conv, self.bn)
+        w3, b3 = _fold_bn(self.conv.c.weight, None, self.conv.bn)
+        w1 = F.pad(self.conv1.weight, [1, 1, 1, 1])  # 1x1 tap at the centre of a 3x3 kernel
+        identity = F.pad(torch.ones_like(self.conv1.weight), [1, 1, 1, 1])  # depthwise: one kernel per channel
+        weight, bias = _fold_bn(w3 + w1 + identity, b3 + self.conv1.bias, self.bn)
+        return _conv_like(self.conv.c, weight, bias)
 
 
 class SqueezeExcite(nn.Module):
-    """timm's SEModule: mean, 1x1 conv, ReLU, 1x1 conv, sigmoid gate."""
+    """timm's SEModule: channel gate from the spatial mean (keys `fc1`, `fc2`)."""
 
-    def __init__(self, chans: int, ratio: float = 0.25) -> None:
+    def __init__(self, chans: int, rd_ratio: float = 0.25) -> None:
         super().__init__()
-        reduced = max(8, int(chans * ratio + 4) // 8 * 8)  # timm make_divisible(c * ratio, 8)
-        self.fc1 = nn.Conv2d(chans, reduced, 1)
+        rd_chans = make_divisible(chans * rd_ratio, 8)
+        self.fc1 = nn.Conv2d(chans, rd_chans, 1)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(reduced, chans, 1)
+        self.fc2 = nn.Conv2d(rd_chans, chans, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
@@ -86,6 +124,8 @@ class SqueezeExcite(nn.Module):
 
 
 class Residual(nn.Module):
+    """x + m(x); kept as a wrapper (key `m`) so fusing only touches the inner convs."""
+
     def __init__(self, m: nn.Module) -> None:
         super().__init__()
         self.m = m
@@ -95,43 +135,54 @@ class Residual(nn.Module):
 
 
 class RepViTBlock(nn.Module):
-    """Token mixer (RepVGGDW, or a strided/channel-changing dw conv + 1x1) then a residual 1x1 MLP."""
+    """Token mixer (spatial, depthwise) then a residual 1x1 channel MLP, as in MobileNet-style ViTs.
 
-    def __init__(self, inp: int, oup: int, kernel: int, stride: int, use_se: bool) -> None:
+    Blocks that keep shape use RepVGGDW; blocks that stride or change width use a strided
+    depthwise Conv2dBN followed by a 1x1 Conv2dBN projection.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, kernel: int, expand: int, use_se: bool, stride: int) -> None:
         super().__init__()
-        se = SqueezeExcite(inp) if use_se else nn.Identity()
-        if stride == 1 and inp == oup:
-            self.token_mixer = nn.Sequential(RepVGGDW(inp), se)
+        se: nn.Module = SqueezeExcite(in_chans) if use_se else nn.Identity()
+        if stride == 1 and in_chans == out_chans:
+            self.token_mixer = nn.Sequential(RepVGGDW(in_chans), se)
         else:
             self.token_mixer = nn.Sequential(
-                Conv2dBN(inp, inp, kernel, stride, (kernel - 1) // 2, groups=inp), se, Conv2dBN(inp, oup)
+                Conv2dBN(in_chans, in_chans, kernel, stride, (kernel - 1) // 2, groups=in_chans),
+                se,
+                Conv2dBN(in_chans, out_chans),
             )
-        self.channel_mixer = Residual(nn.Sequential(Conv2dBN(oup, 2 * oup), nn.GELU(), Conv2dBN(2 * oup, oup)))
+        hidden = expand * out_chans
+        self.channel_mixer = Residual(
+            nn.Sequential(Conv2dBN(out_chans, hidden), nn.GELU(), Conv2dBN(hidden, out_chans, bn_weight_init=0.0))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.channel_mixer(self.token_mixer(x))
 
 
 class RepViTEncoder(nn.Module):
-    def __init__(self, cfgs=M1_1_CFG, out_chans: int = 256) -> None:
+    """RepViT backbone + SAM neck: (B, 3, 1024, 1024) -> (B, 256, 64, 64)."""
+
+    def __init__(self, cfgs: list[tuple[int, int, int, bool, bool, int]] = M1_1_CFGS, out_chans: int = 256) -> None:
         super().__init__()
-        stem = cfgs[0][2]
-        layers: list[nn.Module] = [nn.Sequential(Conv2dBN(3, stem // 2, 3, 2, 1), nn.GELU(), Conv2dBN(stem // 2, stem, 3, 2, 1))]
-        inp = stem
-        for k, _t, c, use_se, _hs, s in cfgs:
-            layers.append(RepViTBlock(inp, c, k, s, use_se))
-            inp = c
+        chans = cfgs[0][2]
+        stem = nn.Sequential(Conv2dBN(3, chans // 2, 3, 2, 1), nn.GELU(), Conv2dBN(chans // 2, chans, 3, 2, 1))
+        layers: list[nn.Module] = [stem]
+        for kernel, expand, out, use_se, _use_hs, stride in cfgs:
+            layers.append(RepViTBlock(chans, out, kernel, expand, use_se, stride))
+            chans = out
         self.features = nn.ModuleList(layers)
-        self.neck = SamNeck(inp, out_chans)
+        self.neck = SamNeck(chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for f in self.features:
-            x = f(x)
+        for layer in self.features:
+            x = layer(x)
         return self.neck(x)
 
     @torch.no_grad()
-    def fuse(self) -> "RepViTEncoder":
-        """Re-parameterise in place for deployment (same function, fewer ops, no BatchNorm)."""
+    def fuse(self) -> RepViTEncoder:
+        """Re-parameterise in place for deployment (same function, fewer ops, no BatchNorm); eval only."""
         _fuse_children(self)
         return self
 
@@ -139,10 +190,13 @@ class RepViTEncoder(nn.Module):
 def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, (Conv2dBN, RepVGGDW)):
-            setattr(module, name, child.fuse())
+            fused = child.fuse()
+            fused.train(child.training)
+            setattr(module, name, fused)
         else:
             _fuse_children(child)
 
 
 def repvit_m1_1_sam_encoder() -> RepViTEncoder:
-    return RepViTEncoder(M1_1_CFG)
+    """The RepViT-MedSAM image encoder (TurboMedSAM's RepViT-M1.1, last stage stride 1)."""
+    return RepViTEncoder(M1_1_CFGS)
