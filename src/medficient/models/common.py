@@ -48,3 +48,38 @@ class SamNeck(nn.Sequential):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+
+
+def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv(weight, bias) followed by `bn` in eval mode."""
+    scale = bn.weight / (bn.running_var + bn.eps) ** 0.5
+    shift = bn.bias - bn.running_mean * scale if bias is None else bn.bias + (bias - bn.running_mean) * scale
+    return weight * scale[:, None, None, None], shift
+
+
+def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A biased conv with `conv`'s geometry holding the given (fused) weight and bias."""
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, device=weight.device, dtype=weight.dtype,
+    )  # fmt: skip
+    fused.weight.data.copy_(weight)
+    fused.bias.data.copy_(bias)
+    return fused
+
+
+class Conv2dBN(nn.Sequential):
+    """Conv without bias, then BatchNorm (checkpoint keys `c`, `bn`)."""
+
+    def __init__(
+        self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pad: int = 0,
+        groups: int = 1, bn_weight_init: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_chans))
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        return conv_like(self.c, *fold_bn(self.c.weight, None, self.bn))

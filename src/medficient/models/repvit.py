@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import SamNeck
+from .common import Conv2dBN, SamNeck, conv_like, fold_bn
 
 # RepViT-M1.1, one row per block: kernel, expansion (channel-MLP hidden = t * c), out channels,
 # squeeze-excite, hard-swish flag (ignored: every activation is exact GELU), stride.
@@ -52,41 +52,6 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of conv(weight, bias) followed by `bn` in eval mode."""
-    scale = bn.weight / (bn.running_var + bn.eps) ** 0.5
-    shift = bn.bias - bn.running_mean * scale if bias is None else bn.bias + (bias - bn.running_mean) * scale
-    return weight * scale[:, None, None, None], shift
-
-
-def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A biased conv with `conv`'s geometry holding the given (fused) weight and bias."""
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True, device=weight.device, dtype=weight.dtype,
-    )  # fmt: skip
-    fused.weight.data.copy_(weight)
-    fused.bias.data.copy_(bias)
-    return fused
-
-
-class Conv2dBN(nn.Sequential):
-    """Conv without bias, then BatchNorm (checkpoint keys `c`, `bn`)."""
-
-    def __init__(
-        self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pad: int = 0,
-        groups: int = 1, bn_weight_init: float = 1.0,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(out_chans))
-        nn.init.constant_(self.bn.weight, bn_weight_init)
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        return _conv_like(self.c, *_fold_bn(self.c.weight, None, self.bn))
-
-
 class RepVGGDW(nn.Module):
     """BN(dw3x3-BN(x) + dw1x1(x) + x): extra branches help training and fold away in `fuse`."""
 
@@ -101,11 +66,11 @@ class RepVGGDW(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
-        w3, b3 = _fold_bn(self.conv.c.weight, None, self.conv.bn)
+        w3, b3 = fold_bn(self.conv.c.weight, None, self.conv.bn)
         w1 = F.pad(self.conv1.weight, [1, 1, 1, 1])  # 1x1 tap at the centre of a 3x3 kernel
         identity = F.pad(torch.ones_like(self.conv1.weight), [1, 1, 1, 1])  # depthwise: one kernel per channel
-        weight, bias = _fold_bn(w3 + w1 + identity, b3 + self.conv1.bias, self.bn)
-        return _conv_like(self.conv.c, weight, bias)
+        weight, bias = fold_bn(w3 + w1 + identity, b3 + self.conv1.bias, self.bn)
+        return conv_like(self.conv.c, weight, bias)
 
 
 class SqueezeExcite(nn.Module):

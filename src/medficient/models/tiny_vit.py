@@ -13,18 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .common import SamNeck
-
-
-class Conv2dBN(nn.Sequential):
-    """Conv without bias followed by BatchNorm (checkpoint keys `c`, `bn`)."""
-
-    def __init__(
-        self, in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1
-    ) -> None:
-        super().__init__()
-        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(out_chans))
+from .common import Conv2dBN, SamNeck
 
 
 class PatchEmbed(nn.Module):
