@@ -83,6 +83,7 @@ class TrainConfig:
     log_every: int = 10
     val_every: int | None = None  # steps; default: end of each epoch
     ckpt_every: int | None = None  # steps; default: end of each epoch
+    keep_every: int | None = None  # also keep checkpoint-<step>.pt every this many steps
     tensorboard: bool = True
     progress: bool = True
     threads: int | None = None  # CPU threads per process

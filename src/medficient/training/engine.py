@@ -297,7 +297,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
                         best = score
                         atomic_torch_save(weights_file(task.sam, cfg.student), out / "best.pth")
                 _barrier(d)
-            if (cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0) or (not cfg.train.ckpt_every and end_of_epoch) or done:
+            keep = cfg.train.keep_every and step % cfg.train.keep_every == 0
+            if keep or (cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0) or (not cfg.train.ckpt_every and end_of_epoch) or done:
                 if d.main:
                     state = {
                         **weights_file(task.sam, cfg.student),
@@ -309,6 +310,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
                         "config": cfg.to_dict(),
                     }
                     atomic_torch_save(state, out / "last.pt")
+                    if cfg.train.keep_every and step % cfg.train.keep_every == 0:
+                        atomic_torch_save(state, out / f"checkpoint-{step:07d}.pt")
                 _barrier(d)
             if done:
                 break

@@ -1,0 +1,181 @@
+"""Training on tiny real data (MNI152 slices, scikit-image images) with tiny students, on CPU."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medficient.training.config import ConfigError, config_from_dict, load_config
+from medficient.training.data import collate
+from medficient.training.engine import build_data, train
+from medficient.training.realdata import write_real_data
+from medficient.training.tasks import make_task
+
+TINY = {"widths": [8, 16, 16, 32, 32], "depths": [1, 1, 1, 1, 1], "head_depth": 1, "head_width": 32, "qkv_dim": 8}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """3 training slabs of 3 MNI slices, coins/phantom/retina; held out: a slab and half the coins."""
+    return write_real_data(tmp_path_factory.mktemp("data"), every=10)
+
+
+def tiny(dirs, out, task="finetune", **sections) -> dict:
+    train_dir, val_dir = dirs
+    cfg = {
+        "task": task,
+        "seed": 3,
+        "output_dir": str(out),
+        "data": {"train": [str(train_dir)], "val": [str(val_dir)], "val_max_items": 2, "objects_per_image": 1},
+        "student": {"model": "medficient_l0", "image_size": 64, "encoder": dict(TINY)},
+        "augment": {"hflip": 0.5, "vflip": 0.5},
+        "optim": {"lr": 1e-3, "weight_decay": 5e-4, "grad_clip": 1.0},
+        "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "log_every": 1, "progress": False, "threads": 1},
+    }
+    if task == "distill":
+        cfg["teacher"] = {"model": "medficient_l0", "image_size": 96, "encoder": {**TINY, "head_depth": 2}}
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def write_yaml(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "medficient.cli", *args], capture_output=True, text=True, env=ENV)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def train_rows(folder: Path) -> dict[tuple[int, str], float]:
+    with (folder / "metrics.csv").open() as f:
+        return {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(f) if r["split"] == "train"}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_cli_distill_then_finetune(data, tmp_path):
+    d = tiny(data, tmp_path / "distill", "distill", augment={"random_resized_crop": {"p": 1.0, "scale": [0.5, 1.0]}, "batch_mix": {"cutmix": 1, "mixpatch": 1, "none": 0}})
+    cli("train", "distill", "--config", str(write_yaml(d, tmp_path / "d.yaml")))
+    out = tmp_path / "distill"
+    assert {"model.pth", "last.pt", "best.pth", "metrics.csv"} <= {p.name for p in out.iterdir()}
+    assert any((out / "tensorboard").iterdir())
+    rows = train_rows(out)
+    assert rows[(1, "mse")] > 0 and (2, "mse") in rows
+    # fine-tune from the distilled model (student encoder + the teacher's decoder), RepViT-MedSAM losses
+    f = tiny(data, tmp_path / "ft", student={"checkpoint": str(out / "model.pth")}, teacher=d["teacher"],
+             losses={"dice": 1, "bce": 1, "iou_mse": 1, "teacher_bce": 1},
+             augment={"shift_scale_rotate": {"p": 1.0}, "rot90": 0.5}, data={"objects_per_image": 2})
+    cli("train", "finetune", "--config", str(write_yaml(f, tmp_path / "f.yaml")))
+    rows = train_rows(tmp_path / "ft")
+    assert {(2, k) for k in ("dice", "bce", "iou_mse", "teacher_bce")} <= set(rows)
+    with (tmp_path / "ft" / "metrics.csv").open() as fh:
+        val = {r["name"] for r in csv.DictReader(fh) if r["split"] == "val"}
+    assert {"dsc", "teacher_agreement_dsc"} <= val
+    # the distilled decoder came from the teacher, the fine-tuned one moved away from it
+    start, end = weights(out / "model.pth"), weights(tmp_path / "ft" / "model.pth")
+    assert not torch.equal(start["mask_decoder.iou_token.weight"], end["mask_decoder.iou_token.weight"])
+
+
+def test_wrong_task_and_bad_key_are_one_line_errors(data, tmp_path):
+    cfg = write_yaml(tiny(data, tmp_path / "x"), tmp_path / "f.yaml")
+    proc = cli("train", "distill", "--config", str(cfg), check=False)
+    assert proc.returncode == 2 and "finetune" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tiny(data, tmp_path / "x")
+    bad["optim"]["learning_rate"] = 1
+    proc = cli("train", "finetune", "--config", str(write_yaml(bad, tmp_path / "b.yaml")), check=False)
+    assert proc.returncode == 2 and "optim: unknown key(s) learning_rate" in proc.stderr
+
+
+def test_bad_training_file_is_skipped_and_named(data, tmp_path):
+    folder = tmp_path / "train"
+    shutil.copytree(data[0], folder)
+    (folder / "2DBox_CT_broken.npz").write_bytes(b"not a zip")
+    cfg = tiny((folder, data[1]), tmp_path / "out", train={"max_steps": 1}, data={"val": []})
+    proc = cli("train", "finetune", "--config", str(write_yaml(cfg, tmp_path / "c.yaml")))
+    assert "skipped" in proc.stderr and "2DBox_CT_broken.npz" in proc.stderr
+    assert (tmp_path / "out" / "model.pth").is_file()
+
+
+@pytest.mark.parametrize("task, lr, steps, ratio", [("distill", 1e-2, 8, 0.5), ("finetune", 3e-4, 10, 0.9)])
+def test_loss_decreases_on_a_fixed_batch(data, tmp_path, task, lr, steps, ratio):
+    cfg = config_from_dict(tiny(data, tmp_path, task, augment={"hflip": 0, "vflip": 0}))
+    torch.manual_seed(0)
+    t = make_task(cfg)
+    train_data, _, _ = build_data(cfg, t, main=False)
+    batch = collate([train_data[(i, i)] for i in (0, len(train_data) - 1)])
+    params = [p for p in t.trainable.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    for step in range(steps):
+        loss, _ = t.loss(t.trainable, batch, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < ratio * losses[0], losses
+
+
+def test_resume_gives_the_uninterrupted_run(data, tmp_path):
+    sections = dict(
+        data={"samples_per_epoch": 4},
+        train={"epochs": 2, "max_steps": None, "keep_every": 2, "val_every": 100},
+        schedule={"kind": "exponential", "gamma": 0.5},
+        augment={"shift_scale_rotate": {"p": 0.5}},
+    )
+    full = config_from_dict(tiny(data, tmp_path / "full", **sections))
+    train(full)
+    part = tmp_path / "resumed"
+    resumed = config_from_dict(tiny(data, part, **sections))
+    train(resumed, resume=str(tmp_path / "full" / "checkpoint-0000002.pt"))
+    a, b = train_rows(tmp_path / "full"), train_rows(part)
+    assert (1, "loss") not in b and (3, "loss") in b  # the resumed run started at step 3
+    for step in (3, 4):
+        assert b[(step, "loss")] == a[(step, "loss")]
+        assert b[(step, "lr")] == a[(step, "lr")] == 1e-3 * 0.5  # epoch 1 of the exponential schedule
+    for k, v in weights(tmp_path / "full" / "model.pth").items():
+        assert torch.equal(v, weights(part / "model.pth")[k]), k
+
+
+def test_two_process_torchrun_equals_one_process(data, tmp_path):
+    sections = dict(train={"max_steps": 3, "batch_size": 4, "freeze_bn": True, "threads": 1}, data={"val": [], "objects_per_image": 2})
+    one = write_yaml(tiny(data, tmp_path / "one", **sections), tmp_path / "one.yaml")
+    two = write_yaml(tiny(data, tmp_path / "two", **sections), tmp_path / "two.yaml")
+    cli("train", "finetune", "--config", str(one))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "medficient.cli", "train", "finetune", "--config", str(two)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    a, b = train_rows(tmp_path / "one"), train_rows(tmp_path / "two")
+    for step in (1, 2, 3):
+        assert b[(step, "loss")] == pytest.approx(a[(step, "loss")], rel=1e-4)
+    wa, wb = weights(tmp_path / "one" / "model.pth"), weights(tmp_path / "two" / "model.pth")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+    assert a[(3, "grad_norm")] > 0 and a[(1, "loss")] != a[(3, "loss")]  # it did train
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.train"):
+        config_from_dict({"task": "finetune"})
+    with pytest.raises(ConfigError, match="losses: mse not available for finetune"):
+        config_from_dict({"task": "finetune", "data": {"train": ["x"]}, "losses": {"mse": 1}})
+    with pytest.raises(ConfigError, match="teacher.embeddings"):
+        config_from_dict({"task": "distill", "data": {"train": ["x"]}, "teacher": {"embeddings": "s"}, "augment": {"hflip": 0.5}})
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
