@@ -179,3 +179,54 @@ def test_config_errors_name_the_key(tmp_path):
         config_from_dict({"task": "distill", "data": {"train": ["x"]}, "teacher": {"embeddings": "s"}, "augment": {"hflip": 0.5}})
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_finetuned_registry_model_loads_with_build_model_and_runs_predict(data, tmp_path):
+    """One step of the real MedficientSAM-L0 at 512; its model.pth and last.pt load strictly."""
+    from medficient import build_model
+
+    cfg = tiny(data, tmp_path / "l0", student={"model": "medficient_l0", "image_size": None, "encoder": {}},
+               train={"max_steps": 1, "batch_size": 1}, data={"val": []})
+    summary = train(config_from_dict(cfg))
+    trained = weights(tmp_path / "l0" / "model.pth")
+    for name in ("model.pth", "last.pt"):
+        model = build_model("medficient_l0", checkpoint=tmp_path / "l0" / name)
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, trained[k]), k
+    # the fine-tuned decoder differs from LiteMedSAM's, where it started
+    lite = build_model("lite_medsam").state_dict()
+    assert not torch.equal(trained["mask_decoder.iou_token.weight"], lite["mask_decoder.iou_token.weight"])
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(data[1] / "2DBox_Microscopy_coinsright.npz", cases)
+    cli("predict", "-i", str(cases), "-o", str(tmp_path / "pred"), "--model", "medficient_l0", "--checkpoint", summary["model"], "-q")
+    with np.load(tmp_path / "pred" / "2DBox_Microscopy_coinsright.npz") as out, np.load(cases / "2DBox_Microscopy_coinsright.npz") as inp:
+        assert out["segs"].shape == inp["imgs"].shape[:2]
+
+
+def test_embedding_store_holds_the_teacher_embeddings(data, tmp_path):
+    from medficient import build_model
+    from medficient.inference.preprocess import preprocess
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    shutil.copy(data[0] / "2DBox_CT_phantom.npz", folder)
+    shutil.copy(data[0] / "2DBox_Microscopy_coinsleft.npz", folder)
+    cfg = tiny((folder, data[1]), tmp_path / "d", "distill", teacher={"model": "lite_medsam", "image_size": None, "encoder": {}},
+               augment={"hflip": 0, "vflip": 0}, data={"val": []})
+    path = write_yaml(cfg, tmp_path / "d.yaml")
+    proc = cli("train", "embed", "--config", str(path), "--out", str(tmp_path / "store"), "--dry-run")
+    assert "2 images/slices" in proc.stderr and f"{2 * 2 * 256 * 64 * 64 / 2**30:.2f} GiB" in proc.stderr
+    assert not (tmp_path / "store").exists()
+    cli("train", "embed", "--config", str(path), "--out", str(tmp_path / "store"))
+    stored = np.load(tmp_path / "store" / "embeddings.npy")
+    teacher = build_model("lite_medsam")
+    with np.load(folder / "2DBox_CT_phantom.npz") as d:
+        x, _ = preprocess(d["imgs"], teacher.spec.profile)
+    with torch.no_grad():
+        expected = teacher.image_encoder(torch.from_numpy(x))[0].numpy()
+    assert stored.shape == (2, 256, 64, 64) and stored.dtype == np.float16
+    np.testing.assert_allclose(stored[0].astype(np.float32), expected, atol=2e-2, rtol=1e-2)  # sorted: phantom first
+    cfg["teacher"]["embeddings"] = str(tmp_path / "store")
+    cli("train", "distill", "--config", str(write_yaml(cfg, tmp_path / "d2.yaml")))
+    assert train_rows(tmp_path / "d")[(1, "mse")] > 0  # 2 items, batch 2: one step per epoch

@@ -57,18 +57,24 @@ def profile_of(mc: ModelConfig) -> Profile:
 
 
 def build_student(mc: ModelConfig) -> Sam:
-    """Student SAM in train mode: `checkpoint` if given (whole model or encoder only); the prompt
-    encoder and mask decoder come from `decoder_from` (LiteMedSAM's by default) when it has none."""
+    """Student SAM in train mode: `checkpoint` if given (whole model or encoder only; LiteMedSAM
+    without one starts from its embedded weights); the prompt encoder and mask decoder come from
+    `decoder_from` (LiteMedSAM's by default) when the checkpoint has none."""
     spec = get_spec(mc.model)
     sam = build_sam(build_encoder(mc), profile_of(mc).prompt_space, spec.order, spec.decoder_layer_norm_eps)
     has_decoder = False
-    if mc.checkpoint:
-        state = filter_state_dict(extract_state_dict(read_checkpoint(mc.checkpoint, trust_pickle=mc.trust_checkpoint)), sam)
+    checkpoint = mc.checkpoint
+    if not checkpoint and not mc.encoder and mc.model == "lite_medsam":  # the only model with embedded weights
+        from ..weights import default_weights_path
+
+        checkpoint = str(default_weights_path())
+    if checkpoint:
+        state = filter_state_dict(extract_state_dict(read_checkpoint(checkpoint, trust_pickle=mc.trust_checkpoint)), sam)
         if is_encoder_only(state):
             enc = {k[len("image_encoder.") :]: v for k, v in state.items()}
-            load_state_dict_checked(sam.image_encoder, enc, source=mc.checkpoint)
+            load_state_dict_checked(sam.image_encoder, enc, source=checkpoint)
         else:
-            load_state_dict_checked(sam, state, source=mc.checkpoint)
+            load_state_dict_checked(sam, state, source=checkpoint)
             has_decoder = True
     if not has_decoder and mc.decoder_from:
         copy_prompt_decoder(build_model(mc.decoder_from), sam)
