@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "segment": "medficient.formats.commands",
     "evaluate": "medficient.evaluation.commands",
     "rank": "medficient.evaluation.commands",
+    "serve": "medficient.app.commands",
 }
 
 
