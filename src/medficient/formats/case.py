@@ -5,7 +5,7 @@ import numpy as np
 
 from . import intensity
 from .io import Image
-from .labels import boxes_from_labels
+from .labels import LabelError, boxes_from_labels
 
 
 def make_case(
@@ -26,7 +26,7 @@ def make_case(
     if labels is not None:
         gts, boxes, values = boxes_from_labels(labels, instances=instances, min_size=min_size)
         if len(boxes) == 0:
-            raise ValueError("the label map holds no object" + (f" of at least {min_size} voxels" if min_size > 1 else ""))
+            raise LabelError("the label map holds no object" + (f" of at least {min_size} voxels" if min_size > 1 else ""))
         case.update(gts=gts, boxes=boxes, label_values=values)
     case.update(image.geometry.to_arrays())
     is_plain_uint8 = image.kind == "2D" and image.array.dtype == np.uint8

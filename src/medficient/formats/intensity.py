@@ -29,7 +29,7 @@ def window(array: np.ndarray, width: float, level: float) -> np.ndarray:
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width:g}")
     lo = level - width / 2.0
-    scaled = (np.clip(array.astype(np.float64), lo, lo + width) - lo) * (255.0 / width)
+    scaled = (np.clip(array.astype(np.float64), lo, lo + width) - lo) / width * 255.0  # divide first: the top is 255
     return scaled.astype(np.uint8)
 
 
@@ -43,7 +43,7 @@ def percentile_clip(array: np.ndarray, percentiles: tuple[float, float] = PERCEN
     if hi <= lo:  # a constant foreground: show it as white
         out = np.where(data != 0, 255.0, 0.0)
     else:
-        out = (np.clip(data, lo, hi) - lo) * (255.0 / (hi - lo))
+        out = (np.clip(data, lo, hi) - lo) / (hi - lo) * 255.0
         out[data == 0] = 0
     return out.astype(np.uint8)
 

@@ -232,7 +232,6 @@ def write_mask(mask: np.ndarray, like: Image | Geometry | str | Path, path: str 
     path = Path(path)
     geometry = geometry_of(like)
     mask = np.asarray(mask)
-    suffix = suffix_of(path)
     if mask.shape != geometry.shape and not (geometry.ndim == 3 and geometry.shape[0] == 1 and mask.shape == geometry.shape[1:]):
         raise FormatError(f"{path}: mask shape {mask.shape} does not match the image's array shape {geometry.shape}")
     if mask.dtype.kind not in "biu" and not np.array_equal(mask, np.round(mask)):
@@ -241,25 +240,33 @@ def write_mask(mask: np.ndarray, like: Image | Geometry | str | Path, path: str 
         raise FormatError(f"{path}: labels must lie in 0..65535")
     dtype = np.uint8 if not mask.size or mask.max() <= 255 else np.uint16
     source = geometry.to_source_array(mask.reshape(geometry.shape).astype(dtype))
-    if suffix in LOSSY_SUFFIXES:
-        raise FormatError(f"{path}: JPEG is lossy and would change label values; write .png, .tif, .nii.gz or .nrrd")
-    if suffix == ".dcm" or suffix == "":
-        raise FormatError(f"{path}: writing DICOM is not supported; write .nii.gz or .nrrd (they keep the same geometry)")
-    if suffix in PLAIN_2D_SUFFIXES:
-        if geometry.ndim == 3 and geometry.shape[0] > 1:
-            raise FormatError(f"{path}: a volume mask cannot be written as {suffix}; use .nii.gz, .nrrd or .mha")
-        if suffix == ".bmp" and dtype != np.uint8:
+    if mask_format(path, geometry) == "plain":
+        if suffix_of(path) == ".bmp" and dtype != np.uint8:
             raise FormatError(f"{path}: more than 255 labels do not fit a BMP; use .png or .tif")
         img = sitk.GetImageFromArray(source.reshape(source.shape[-2:]))
-    elif suffix in VOLUME_SUFFIXES:
+    else:
         img = sitk.GetImageFromArray(source)
         img.SetSpacing(geometry.source_spacing)
         img.SetOrigin(geometry.source_origin)
         img.SetDirection(geometry.source_direction)
-    else:
-        raise FormatError(f"{path}: unknown output format {suffix!r} (use .nii.gz, .nrrd, .mha, .png, .tif, ...)")
     _atomic_write_image(img, path)
     return path
+
+
+def mask_format(path: str | Path, geometry: Geometry) -> str:
+    """"volume" (keeps geometry) or "plain" (2D picture) for a mask at `path`; refuses what cannot hold it."""
+    path, suffix = Path(path), suffix_of(path)
+    if suffix in LOSSY_SUFFIXES:
+        raise FormatError(f"{path}: JPEG is lossy and would change label values; write .png, .tif, .nii.gz or .nrrd")
+    if suffix in (".dcm", ""):
+        raise FormatError(f"{path}: writing DICOM is not supported; write .nii.gz or .nrrd (they keep the same geometry)")
+    if suffix in PLAIN_2D_SUFFIXES:
+        if geometry.ndim == 3 and geometry.shape[0] > 1:
+            raise FormatError(f"{path}: a volume mask cannot be written as {suffix}; use .nii.gz, .nrrd or .mha")
+        return "plain"
+    if suffix in VOLUME_SUFFIXES:
+        return "volume"
+    raise FormatError(f"{path}: unknown output format {suffix!r} (use .nii.gz, .nrrd, .mha, .png, .tif, ...)")
 
 
 def _atomic_write_image(img, path: Path) -> None:

@@ -11,14 +11,18 @@ import numpy as np
 MAX_OBJECTS = np.iinfo(np.uint16).max
 
 
+class LabelError(ValueError):
+    """A label map that cannot give objects (the caller adds the file name)."""
+
+
 def _check(labels: np.ndarray) -> np.ndarray:
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
-            raise ValueError("label values must be whole numbers")
+            raise LabelError("label values must be whole numbers")
     elif labels.dtype.kind not in "biu":
-        raise ValueError(f"labels of type {labels.dtype} are not a label map")
+        raise LabelError(f"labels of type {labels.dtype} are not a label map")
     if labels.size and labels.min() < 0:
-        raise ValueError(f"negative label value {labels.min():g}")
+        raise LabelError(f"negative label value {labels.min():g}")
     return labels.astype(np.int64, copy=False)
 
 
@@ -51,7 +55,7 @@ def boxes_from_labels(
             if int(mask.sum()) < min_size:
                 continue
             if len(kept) == MAX_OBJECTS:
-                raise ValueError(f"more than {MAX_OBJECTS} objects do not fit a uint16 label map")
+                raise LabelError(f"more than {MAX_OBJECTS} objects do not fit a uint16 label map")
             kept.append(int(value))
             target = tuple(slice(r.start + w.start, r.start + w.stop) for r, w in zip(region, where))
             gts[target][mask] = len(kept)
