@@ -3,6 +3,7 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from medficient.cli import main
@@ -46,6 +47,19 @@ def test_convert_then_to_image_round_trip(brain, capsys):
         back, source = nib.load(out), nib.load(brain / "gm.nii.gz")
         np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
         np.testing.assert_array_equal(np.asarray(back.dataobj) > 0, np.asarray(source.dataobj) > 0)
+    # what `predict` writes (segs only) goes back with --like CASE.npz
+    np.savez_compressed(brain / "segs.npz", segs=gts)
+    assert main(["to-image", str(brain / "segs.npz"), "--like", str(case_path), "-o", str(brain / "segs.nrrd")]) == 0
+    written = sitk.ReadImage(str(brain / "segs.nrrd"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written).transpose(2, 1, 0) > 0, np.asarray(source.dataobj) > 0)
+    np.testing.assert_allclose(np.array(written.GetOrigin()) * [-1, -1, 1], source.affine[:3, 3], atol=1e-5)
+    capsys.readouterr()
+    assert main(["to-image", str(brain / "segs.npz"), "-o", str(brain / "x.nii.gz")]) == 1
+    assert "no geometry stored; give --like" in capsys.readouterr().err
+    np.savez_compressed(brain / "small.npz", segs=gts[:, :10])
+    assert main(["to-image", str(brain / "small.npz"), "--like", str(case_path), "-o", str(brain / "x.nii.gz")]) == 1
+    assert "mask shape (3, 10, 100) does not match the image's array shape (3, 120, 100)" in capsys.readouterr().err
+    assert not (brain / "x.nii.gz").exists()
 
 
 def test_convert_ct_dicom_applies_the_window(tmp_path):
@@ -97,7 +111,7 @@ def test_segment_world_boxes_hit_the_same_voxels_as_voxel_boxes(brain, capsys):
     voxel, world = brain / "vox.nii.gz", brain / "world.nii.gz"
     assert main(["segment", str(brain / "t1.nii.gz"), "--box", ",".join(map(str, box)), "-q", "-o", str(voxel)]) == 0
     world_box = _world_box(brain / "t1.nii.gz", box)
-    assert main(["segment", str(brain / "t1_psl.nii.gz"), "--world", "--box", world_box, "-q", "-o", str(world)]) == 0
+    assert main(["segment", str(brain / "t1_psl.nii.gz"), "--world", f"--box={world_box}", "-q", "-o", str(world)]) == 0
     a, b = nib.load(voxel), nib.load(world)
     back = nib.orientations.ornt_transform(nib.orientations.io_orientation(b.affine), nib.orientations.io_orientation(a.affine))
     b_ras = b.as_reoriented(back)

@@ -222,6 +222,15 @@ def test_bad_inputs_one_line_errors(mni, tmp_path):
         b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 3 2\nencoding: raw\nendian: little\n\n" + raw.tobytes()
     )
     cases["nospacing.nrrd"] = "no voxel spacing recorded"
+    nib.save(nib.Nifti1Image(raw, None), tmp_path / "nospacing.nii")
+    with open(tmp_path / "nospacing.nii", "r+b") as f:  # pixdim[1..3] = 0 (nibabel would repair it on save)
+        f.seek(80)
+        f.write(np.zeros(3, "<f4").tobytes())
+    cases["nospacing.nii"] = "no voxel spacing recorded"
+    (tmp_path / "nospacing.mha").write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\nElementDataFile = LOCAL\n" + raw.tobytes()
+    )
+    cases["nospacing.mha"] = "no voxel spacing recorded"
     cases["missing.nii.gz"] = "no such file"
     for name, message in cases.items():
         with pytest.raises(FormatError, match=message) as info:

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("segment", help="segment an image file directly from boxes and write the mask beside it")
     s.add_argument("image", help="NIfTI, NRRD, MHA/MHD, DICOM folder or file, PNG/JPEG/TIFF/BMP")
     s.add_argument("--box", action="append", default=[], metavar="X0,Y0[,Z0],X1,Y1[,Z1]",
-                   help="a box in array voxels (x column, y row, z slice; z inclusive), or RAS mm with --world; repeatable")
+                   help="a box in array voxels (x column, y row, z slice; z inclusive), or RAS mm with --world; repeatable. "
+                   "Write --box=-40,... when the first number is negative")
     s.add_argument("--boxes", metavar="CSV", help="file of boxes, one per row (header x_min,y_min,[z_min,]x_max,y_max[,z_max] optional)")
     s.add_argument("--world", action="store_true", help="boxes are two opposite corners in world RAS millimetres")
     _input_args(s)
@@ -83,7 +84,7 @@ def _convert(args: argparse.Namespace) -> int:
         return _fail(f"{out}: the case file must end in .npz")
     try:
         image, modality, window_wl = _read(args)
-        labels = read_labels(args.labels, image, args.volume) if args.labels else None
+        labels = read_labels(args.labels, image) if args.labels else None
         case = make_case(image, labels, modality, args.preset, window_wl, args.instances, args.min_size)
     except FormatError as e:
         return _fail(str(e))

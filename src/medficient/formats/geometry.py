@@ -57,7 +57,7 @@ def canonical_index_map(size: tuple[int, ...], direction: np.ndarray) -> np.ndar
     return m
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Geometry:
     """The canonical array's place in its source file and in the world (enough to write a mask back)."""
 

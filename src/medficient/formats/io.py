@@ -165,14 +165,29 @@ def _check_spacing_recorded(path: Path, img) -> None:
     suffix = suffix_of(path)
     missing = False
     if suffix in (".nii", ".nii.gz"):
-        missing = any(float(img.GetMetaData(f"pixdim[{i}]") or 0) <= 0 for i in (1, 2, 3) if img.HasMetaDataKey(f"pixdim[{i}]"))
+        missing = bool(np.any(_nifti_pixdim(path) <= 0))
     elif suffix in (".nrrd", ".nhdr", ".mha", ".mhd"):
-        header = _text_header(path).lower()
+        header = _text_header(path).lower().split("elementdatafile")[0]  # MetaImage: data may follow at once
         fields = ("spacings:", "space directions:") if suffix in (".nrrd", ".nhdr") else ("elementspacing", "elementsize")
         missing = not any(re.search(rf"^\s*{re.escape(f)}", header, re.M) for f in fields)
     # DICOM series are checked slice by slice in dicom.py
     if missing or min(img.GetSpacing()) <= 0:
         raise FormatError(f"{path}: no voxel spacing recorded for this volume; add it to the file's header")
+
+
+def _nifti_pixdim(path: Path) -> np.ndarray:
+    """pixdim[1..3] as stored (SimpleITK reports zeros as 1): NIfTI-1 float32 at byte 76, NIfTI-2 float64 at 104."""
+    import gzip
+
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+        head = f.read(540)
+    for endian in "<>":
+        size = int(np.frombuffer(head[:4], f"{endian}i4")[0])
+        if size == 348:
+            return np.frombuffer(head[76:108], f"{endian}f4")[1:4]
+        if size == 540:
+            return np.frombuffer(head[104:168], f"{endian}f8")[1:4]
+    return np.ones(3)  # not a NIfTI header we know: SimpleITK read it, trust its spacing
 
 
 def _text_header(path: Path, limit: int = 65536) -> str:
@@ -183,14 +198,14 @@ def _text_header(path: Path, limit: int = 65536) -> str:
     return head[: end if end >= 0 else limit].decode("latin-1")
 
 
-def read_labels(path: str | Path, like: Image, volume: int | None = None) -> np.ndarray:
+def read_labels(path: str | Path, like: Image) -> np.ndarray:
     """A label map on `like`'s voxel grid, in the same canonical layout; refuses another grid."""
     path = Path(path)
     if not path.exists():
         raise FormatError(f"{path}: no such file or folder")
     if path.is_dir():
         raise FormatError(f"{path}: label maps are read from a file (NIfTI, NRRD, MHA, PNG, ...), not a folder")
-    img = _pick_volume(_read_file(path), path, volume)
+    img = _pick_volume(_read_file(path), path, None)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise FormatError(f"{path}: a label map must have one value per voxel, not {img.GetNumberOfComponentsPerPixel()} channels")
     geometry = Geometry.from_source(img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
