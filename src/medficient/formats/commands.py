@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-o", "--output", required=True, help="mask file: .nii.gz, .nii, .nrrd, .mha, .mhd, .png, .tif, .bmp")
     t.set_defaults(func=_to_image)
 
-    s = sub.add_parser("segment", help="segment an image file directly from boxes and write the mask beside it")
+    s = sub.add_parser("segment", help="segment an image file from boxes; the mask is written with the image's geometry")
     s.add_argument("image", help="NIfTI, NRRD, MHA/MHD, DICOM folder or file, PNG/JPEG/TIFF/BMP")
     s.add_argument("--box", action="append", default=[], metavar="X0,Y0[,Z0],X1,Y1[,Z1]",
                    help="a box in array voxels (x column, y row, z slice; z inclusive), or RAS mm with --world; repeatable. "
