@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[samples,eval,app,test]'
+	$(PY) -m pip install -q -e '.[samples,eval,formats,app,test]'
 	@$(PY) -m pip list 2>/dev/null | grep -qiE '^(torchvision|timm|nvidia-)' && { echo "a dependency pulled torchvision/timm/CUDA: refusing"; exit 1; } || true
 	touch $@
 
