@@ -5,44 +5,15 @@ segment_3d, which test_inference checks against the official pipeline), never fr
 """
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from app_fixtures import (  # noqa: F401  (fixtures)
+    UPLOAD_LIMIT, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
+)
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from medficient.app.segment import EnginePool  # noqa: E402
-from medficient.app.server import AppConfig, create_app  # noqa: E402
-from medficient.inference.engine import TorchEngine  # noqa: E402
-from medficient.inference.propagate import count_slice_steps, segment_2d, segment_3d  # noqa: E402
-from medficient.samples import coins_case, mni152_case  # noqa: E402
-
-UPLOAD_LIMIT = 256 * 1024
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return TorchEngine.load("lite_medsam")
-
-
-@pytest.fixture(scope="module")
-def ref2d(engine):
-    """Reference mask of one box on one 2D image, by segment_2d; cached (each costs an encoder run)."""
-    cache = {}
-
-    def mask(image: np.ndarray, box) -> np.ndarray:
-        key = (image.tobytes(), tuple(box))
-        if key not in cache:
-            cache[key] = segment_2d(engine, np.ascontiguousarray(image), np.array([box])) == 1
-        return cache[key]
-
-    return mask
+from medficient.inference.propagate import count_slice_steps, segment_3d
+from medficient.samples import coins_case, mni152_case
 
 
 @pytest.fixture(scope="module")
@@ -57,66 +28,11 @@ def data_dir(tmp_path_factory):
     (root / "notes.png").write_text("not an image")
     (root / "readme.txt").write_text("hello")
     (root / "sub").mkdir()
+    (root / "folder.npz").mkdir()
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.npz").write_bytes((root / "2DBox_Microscopy_coins.npz").read_bytes())
     (root / "escape").symlink_to(outside, target_is_directory=True)
     return root
-
-
-@pytest.fixture(scope="module")
-def pool(engine):
-    pool = EnginePool({"lite_medsam": None})
-    pool.engines["lite_medsam"] = engine  # share the loaded model between tests
-    return pool
-
-
-@pytest.fixture
-def client(data_dir, pool):
-    app = create_app(AppConfig(data_dir, max_upload_bytes=UPLOAD_LIMIT, pool=pool))
-    with TestClient(app) as c:
-        yield c
-
-
-def new_session(client) -> str:
-    r = client.post("/api/sessions")
-    assert r.status_code == 200
-    return r.json()["session"]
-
-
-def opened(client, path: str) -> str:
-    sid = new_session(client)
-    r = client.post(f"/api/s/{sid}/open", json={"path": path})
-    assert r.status_code == 200, r.text
-    return sid
-
-
-def decode_png(content: bytes) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert img is not None
-    return img
-
-
-def overlay_mask(client, sid: str, axis: int, index: int) -> np.ndarray:
-    r = client.get(f"/api/s/{sid}/overlay/{axis}/{index}.png")
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    return decode_png(r.content)  # BGRA
-
-
-def wait_job(client, sid: str, timeout: float = 120) -> dict:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        job = client.get(f"/api/s/{sid}/job").json()
-        if job["state"] != "running":
-            return job
-        time.sleep(0.05)
-    raise AssertionError("propagation did not finish")
-
-
-def error(r, status: int) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    detail = r.json()["detail"]
-    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
-    return detail
 
 
 # -- page, config, sessions --------------------------------------------------------------------------
@@ -173,7 +89,7 @@ def test_file_listing_stays_in_data_folder(client):
         ("missing.npz", 400, "no such file"),
         ("broken.npz", 400, "broken.npz: unreadable .npz"),
         ("notes.png", 400, "notes.png: not a readable image"),
-        ("readme.txt", 400, "readme.txt: not a supported image"),
+        ("readme.txt", 400, "readme.txt: not a readable image"),
         ("sub", 400, "sub"),
         ("../outside/secret.npz", 400, "outside the data folder"),
         ("escape/secret.npz", 400, "outside the data folder"),
@@ -434,7 +350,7 @@ def test_save_png_of_a_2d_image(client, ref2d, data_dir):
         ({"format": "npz", "path": "../escaped.npz"}, 400, "outside the data folder"),
         ({"format": "npz", "path": "/tmp/escaped.npz"}, 400, "relative"),
         ({"format": "npz", "path": "3DBox_MR_mni.npz"}, 400, "opened image"),
-        ({"format": "npz", "path": "sub"}, 400, "folder"),
+        ({"format": "npz", "path": "folder.npz"}, 400, "folder"),
         ({"format": "tiff"}, 422, "format"),
     ],
 )

@@ -1,17 +1,24 @@
 """The image a tab works on: source intensities, the 8-bit version that is shown and segmented,
-spacing, and what is needed to write a label map back in the source's geometry."""
+spacing, and the geometry that puts a label map back on the source's voxels.
+
+Reading, intensity presets and writing masks are medficient.formats' (the same code as
+`medficient convert / segment / to-image`); this module only adapts them to one-slice-or-volume
+scans and to challenge `.npz` cases.
+"""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-CASE_SUFFIXES = (".npz",)
-AS_STORED = "as stored"
+from ..formats import CT_WINDOWS, FormatError, Geometry, apply_preset, read_image, write_mask
+from ..formats.intensity import describe
+
+AS_STORED = "as stored"  # challenge cases: already the models' uint8
+AUTO = "auto"  # the modality's rule: CT -> abdomen window, else percentiles (MR auto); 8-bit 2D left alone
+CUSTOM = "custom window"
+SAVE_FORMATS = {"npz": ".npz", "nifti": ".nii.gz", "nrrd": ".nrrd", "png": ".png"}
 
 
 class ScanError(ValueError):
@@ -21,14 +28,17 @@ class ScanError(ValueError):
 @dataclass
 class Scan:
     name: str
-    raw: np.ndarray  # source intensities, (D, H, W) or (1, H, W, 3) for a colour image
+    raw: np.ndarray  # source intensities, (D, H, W); a 2D image is (1, H, W) or (1, H, W, 3)
     image: np.ndarray  # uint8, same shape: what is shown and what the model sees
     is_2d: bool
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # array-axis order
+    geometry: Geometry | None = field(default=None, repr=False)  # None: the file held none
+    modality: str | None = None
     preset: str = AS_STORED
+    window: tuple[float, float] | None = None
     presets: tuple[str, ...] = (AS_STORED,)
     source: Path | None = None
-    meta: object = field(default=None, repr=False)  # source geometry for writing back
+    notes: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -45,6 +55,13 @@ class Scan:
         if not 0 <= index < self.shape[axis]:
             raise ScanError(f"slice {index} is outside 0..{self.shape[axis] - 1}")
 
+    @property
+    def intensity(self) -> str:
+        if self.preset == AS_STORED:
+            return "as stored in the case (uint8)"
+        preset = None if self.preset in (AUTO, CUSTOM) else self.preset
+        return describe(self.modality, preset, self.window, self.is_2d and self.raw.dtype == np.uint8)
+
     def summary(self) -> dict:
         return {
             "name": self.name,
@@ -52,10 +69,33 @@ class Scan:
             "is_2d": self.is_2d,
             "rgb": self.image.ndim == 4,
             "spacing": [float(s) for s in self.spacing],
+            "modality": self.modality,
             "preset": self.preset,
+            "window": list(self.window) if self.window else None,
             "presets": list(self.presets),
+            "intensity": self.intensity,
             "formats": save_formats(self),
+            "notes": self.notes,
         }
+
+
+def set_preset(scan: Scan, preset: str, window: tuple[float, float] | None = None) -> None:
+    """Recompute the 8-bit image from the source intensities (formats.apply_preset's rules)."""
+    if preset not in scan.presets:
+        raise ScanError(f"preset {preset!r} does not apply here (choose {', '.join(scan.presets)})")
+    if (preset == CUSTOM) != (window is not None):
+        raise ScanError("a custom window needs width and level; other presets take none")
+    if preset == AS_STORED:
+        image = scan.raw
+    else:
+        named = None if preset in (AUTO, CUSTOM) else preset
+        raw = scan.raw[0] if scan.is_2d else scan.raw
+        try:
+            image = apply_preset(raw, scan.modality, named, window, is_2d=scan.is_2d)
+        except ValueError as e:
+            raise ScanError(f"{scan.name}: {e}") from e
+        image = image[None] if scan.is_2d else image
+    scan.image, scan.preset, scan.window = np.ascontiguousarray(image), preset, window
 
 
 def _first_line(e: BaseException) -> str:
@@ -64,7 +104,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def open_npz(path: Path) -> Scan:
-    """A challenge case: `imgs` (D,H,W) or (H,W[,3]) uint8, 2D/3D told by name, boxes or shape."""
+    """A challenge case: `imgs` (D,H,W) or (H,W[,3]) uint8, 2D/3D told by name, boxes or shape;
+    the geometry too when `medficient convert` wrote it."""
     from ..inference.cases import CaseError, case_kind
 
     try:
@@ -74,6 +115,8 @@ def open_npz(path: Path) -> Scan:
             imgs = data["imgs"]
             boxes = data["boxes"] if "boxes" in data.files else None
             spacing = data["spacing"] if "spacing" in data.files else None
+            geometry = Geometry.from_arrays(data) if "geom_shape" in data.files else None
+            modality = str(data["modality"]) or None if "modality" in data.files else None
     except ScanError:
         raise
     except Exception as e:  # zip, pickle and header errors all mean "not a readable case"
@@ -85,80 +128,57 @@ def open_npz(path: Path) -> Scan:
     except CaseError:
         kind = "2D" if imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[2] == 3) else "3D"
     if kind == "2D":
-        if not (imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[2] in (1, 3))):
+        if not (imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[2] in (1, 3))) or 0 in imgs.shape:
             raise ScanError(f"{path.name}: 2D imgs shape {imgs.shape}, expected (H,W) or (H,W,3)")
-        return image_scan(path.name, imgs, path)
+        imgs = np.ascontiguousarray((imgs[:, :, 0] if imgs.ndim == 3 and imgs.shape[2] == 1 else imgs)[None])
+        return Scan(path.name, imgs, imgs, True, geometry=geometry, modality=modality, source=path)
     if imgs.ndim != 3 or 0 in imgs.shape:
         raise ScanError(f"{path.name}: 3D imgs shape {imgs.shape}, expected (D,H,W)")
     sp = tuple(float(s) for s in spacing) if spacing is not None and np.size(spacing) == 3 else (1.0, 1.0, 1.0)
-    return Scan(path.name, imgs, imgs, is_2d=False, spacing=sp, source=path)  # type: ignore[arg-type]
+    return Scan(path.name, imgs, imgs, False, sp, geometry, modality, source=path)  # type: ignore[arg-type]
 
 
-def image_scan(name: str, img: np.ndarray, source: Path | None = None, meta: object = None) -> Scan:
-    """An 8-bit 2D image (H, W) or (H, W, 1|3) as a one-slice scan."""
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.dtype != np.uint8 or 0 in img.shape:
-        raise ScanError(f"{name}: expected a non-empty 8-bit image, got {img.dtype} {img.shape}")
-    img = np.ascontiguousarray(img[None])
-    return Scan(name, img, img, is_2d=True, source=source, meta=meta)
-
-
-def open_image_file(path: Path) -> Scan:
-    """PNG/JPEG/...: 8-bit grey or colour (colour in RGB order)."""
-    import cv2
-
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise ScanError(f"{path.name}: not a readable image")
-    if data.ndim == 3 and data.shape[2] == 4:
-        data = data[:, :, :3]
-    if data.ndim == 3:
-        data = cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
-    if data.dtype != np.uint8:
-        raise ScanError(f"{path.name}: {data.dtype} images need an intensity preset (not yet supported here)")
-    return image_scan(path.name, data, path)
+def open_medical(path: Path) -> Scan:
+    """NIfTI, NRRD, MHA/MHD, a DICOM folder, PNG/JPEG/TIFF/BMP, through medficient.formats."""
+    try:
+        image = read_image(path)
+    except FormatError as e:
+        raise ScanError(str(e).replace(str(path), path.name)) from e
+    is_2d = image.kind == "2D"
+    raw = image.array[None] if is_2d else image.array
+    spacing = (1.0, *image.spacing) if is_2d else tuple(image.spacing)
+    plain_8bit = is_2d and raw.dtype == np.uint8
+    presets = ("none", "percentile") if plain_8bit else (AUTO, *CT_WINDOWS, "percentile", CUSTOM)
+    scan = Scan(path.name, raw, raw, is_2d, tuple(float(s) for s in spacing), image.geometry, image.modality,  # type: ignore[arg-type]
+                presets=presets, source=path, notes=list(image.notes))
+    set_preset(scan, "none" if plain_8bit else AUTO)
+    return scan
 
 
 def open_scan(path: Path) -> Scan:
     """Any supported file or DICOM folder -> Scan (ScanError with a one-line reason otherwise)."""
-    name = path.name.lower()
-    if path.is_file() and name.endswith(CASE_SUFFIXES):
-        return open_npz(path)
-    if path.is_file() and name.endswith(IMAGE_SUFFIXES):
-        return open_image_file(path)
     if not path.exists():
         raise ScanError(f"{path.name}: no such file or folder")
-    raise ScanError(f"{path.name}: not a supported image (.npz, {', '.join(IMAGE_SUFFIXES)})")
-
-
-def apply_preset(scan: Scan, preset: str, window: tuple[float, float] | None = None) -> None:
-    """Recompute the 8-bit image from the source intensities with another preset."""
-    if preset not in scan.presets:
-        raise ScanError(f"preset {preset!r} does not apply here (choose {', '.join(scan.presets)})")
-    if preset == AS_STORED:
-        scan.image = scan.raw
-    scan.preset = preset
+    if path.is_file() and path.name.lower().endswith(".npz"):
+        return open_npz(path)
+    return open_medical(path)
 
 
 # -- saving -------------------------------------------------------------------------------------
 def save_formats(scan: Scan) -> list[str]:
-    formats = ["npz"]
+    return ["nifti", "nrrd", "npz", "png"] if scan.is_2d else ["nifti", "nrrd", "npz"]
+
+
+def geometry_for_writing(scan: Scan) -> Geometry:
+    """The source geometry; a case without one gets its spacing, origin 0 and the canonical axes."""
+    if scan.geometry is not None:
+        return scan.geometry
     if scan.is_2d:
-        formats.append("png")
-    return formats
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        h, w = scan.shape[1:]
+        return Geometry.from_source((w, h), (1.0, 1.0), (0.0, 0.0), np.eye(2))
+    d, h, w = scan.shape
+    # canonical (D,H,W) runs S, P, L: identity LPS directions keep the array as it is
+    return Geometry.from_source((w, h, d), scan.spacing[::-1], (0.0, 0.0, 0.0), np.eye(3))
 
 
 def challenge_boxes(scan: Scan, objects) -> np.ndarray:
@@ -168,42 +188,41 @@ def challenge_boxes(scan: Scan, objects) -> np.ndarray:
     rows = []
     for o in objects:
         x0, y0, x1, y1 = o.box
-        span = o.span or (o.index, o.index)
-        lo, hi = {0: ((x0, y0, span[0]), (x1, y1, span[1])),
-                  1: ((x0, span[0], y0), (x1, span[1], y1)),  # coronal slice: columns x, rows z
-                  2: ((span[0], x0, y0), (span[1], x1, y1))}[o.axis]  # sagittal: columns y, rows z
+        s0, s1 = o.span or (o.index, o.index)
+        lo, hi = {
+            0: ((x0, y0, s0), (x1, y1, s1)),
+            1: ((x0, s0, y0), (x1, s1, y1)),  # coronal plane: columns x, rows z
+            2: ((s0, x0, y0), (s1, x1, y1)),  # sagittal plane: columns y, rows z
+        }[o.axis]
         rows.append([*lo, *hi])
     return np.array(rows, dtype=np.float64).reshape(-1, 6)
 
 
 def save_case(path: Path, scan: Scan, labels: np.ndarray, objects) -> None:
-    """Challenge `.npz`: imgs, gts (the label map), boxes (one per object), spacing for 3D."""
+    """Challenge `.npz`: imgs, gts (the label map), boxes (one per object), spacing for 3D, and the
+    geometry (so `medficient to-image --like` this file puts masks back on the source voxels)."""
     from ..inference.cases import atomic_savez
 
-    if scan.is_2d:
-        atomic_savez(path, imgs=scan.image[0], gts=labels[0], boxes=challenge_boxes(scan, objects))
-    else:
-        atomic_savez(path, imgs=scan.image, gts=labels, boxes=challenge_boxes(scan, objects), spacing=np.asarray(scan.spacing))
-
-
-def save_png(path: Path, scan: Scan, labels: np.ndarray) -> None:
-    """A 2D label map as a PNG of label values (8-bit, 16-bit above 255)."""
-    import cv2
-
-    plane = labels[0]
-    plane = plane.astype(np.uint8) if plane.max() < 256 else plane
-    ok, buf = cv2.imencode(".png", plane)
-    if not ok:
-        raise ScanError("could not encode the PNG")
-    atomic_write_bytes(path, buf.tobytes())
+    arrays = {"imgs": scan.image[0] if scan.is_2d else scan.image, "gts": labels[0] if scan.is_2d else labels,
+              "boxes": challenge_boxes(scan, objects)}
+    if not scan.is_2d:
+        arrays["spacing"] = np.asarray(scan.spacing, dtype=np.float64)
+    if scan.geometry is not None:
+        arrays.update(scan.geometry.to_arrays())
+    arrays.update(modality=np.asarray(scan.modality or ""), intensity=np.asarray(scan.intensity))
+    atomic_savez(path, **arrays)
 
 
 def save_labels(path: Path, fmt: str, scan: Scan, labels: np.ndarray, objects) -> None:
+    """Write the (D,H,W) label map as `fmt` at `path` (written atomically)."""
     if fmt == "png" and not scan.is_2d:
         raise ScanError("PNG holds 2D label maps; save a volume as NIfTI, NRRD or .npz")
     if fmt not in save_formats(scan):
-        raise ScanError(f"cannot save this image's labels as {fmt} (choose {', '.join(save_formats(scan))})")
+        raise ScanError(f"cannot save as {fmt} (choose {', '.join(save_formats(scan))})")
     if fmt == "npz":
         save_case(path, scan, labels, objects)
-    elif fmt == "png":
-        save_png(path, scan, labels)
+        return
+    try:
+        write_mask(labels[0] if scan.is_2d else labels, geometry_for_writing(scan), path)
+    except FormatError as e:
+        raise ScanError(str(e)) from e

@@ -19,14 +19,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from .scan import ScanError, apply_preset, open_scan, save_labels
+from .scan import SAVE_FORMATS, ScanError, open_scan, save_labels, set_preset
 from .segment import EnginePool, box_mask, check_box, plane_to_volume, slice_embedding, start_propagation
 from .state import SegObject, Session, SessionStore, StateError
 
 log = logging.getLogger("medficient.app")
 STATIC = Path(__file__).parent / "static"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
-SAVE_SUFFIX = {"npz": ".npz", "png": ".png", "nifti": ".nii.gz", "nrrd": ".nrrd"}
 
 
 @dataclass
@@ -244,14 +243,14 @@ def create_app(config: AppConfig) -> FastAPI:
         return session.summary()
 
     @app.post("/api/s/{sid}/preset")
-    def set_preset(sid: str, body: PresetIn) -> dict:
+    def change_preset(sid: str, body: PresetIn) -> dict:
         """Show and segment the image with another intensity preset (masks already drawn stay)."""
         session = session_of(sid)
         scan = guarded(session.require_scan)
         with session.lock:
             if session.job and session.job.running:
                 raise HTTPException(409, "wait for the propagation to finish (or cancel it) before changing the intensity")
-            guarded(apply_preset, scan, body.preset, body.window)
+            guarded(set_preset, scan, body.preset, body.window)
             session.scan_version += 1
             session.embeddings = None
         return session.summary()
@@ -385,8 +384,10 @@ def create_app(config: AppConfig) -> FastAPI:
     def save(sid: str, body: SaveIn) -> dict:
         session = session_of(sid)
         scan = guarded(session.require_scan)
-        suffix = SAVE_SUFFIX[body.format]
+        suffix = SAVE_FORMATS[body.format]
         rel = body.path or f"segmentations/{_stem(scan.name)}_labels{suffix}"
+        if not rel.lower().endswith((suffix, ".nii") if body.format == "nifti" else suffix):
+            raise HTTPException(400, f"{rel}: a {body.format} file name ends with {suffix}")
         target = resolve_in(data_dir, rel)
         if scan.source is not None and target == scan.source.resolve():
             raise HTTPException(400, f"{rel}: that is the opened image; choose another name")

@@ -416,6 +416,9 @@ function setSummary(s) {
     preset.value = scan.preset;
     preset.disabled = scan.presets.length < 2;
     $("#window-box").hidden = scan.preset !== CUSTOM_WINDOW;
+    if (scan.window) { $("#win-w").value = scan.window[0]; $("#win-l").value = scan.window[1]; }
+    $("#intensity-note").textContent = (scan.modality ? scan.modality + ": " : "") + scan.intensity;
+    if (scan.notes && scan.notes.length) showMessage(scan.notes.join("; "), "info");
     const fmt = $("#save-format");
     const prev = fmt.value;
     fmt.replaceChildren(...scan.formats.map((f) => new Option(FORMAT_NAMES[f] || f, f)));
