@@ -105,22 +105,65 @@ def _open_slab(page, url: str) -> None:
     assert errors == []
 
 
-def _to_page(page, col: float, row: float) -> tuple[float, float]:
-    """Array (column, row) of the axial view -> page coordinates, from the view's own transform."""
-    t = page.evaluate("() => { const v = app.views[0]; return [v.ox, v.oy, v.kx, v.ky, v.dpr]; }")
-    bbox = page.locator("#view-0").bounding_box()
-    ox, oy, kx, ky, dpr = t
-    return bbox["x"] + (ox + col * kx) / dpr, bbox["y"] + (oy + row * ky) / dpr
+def _to_page(page, col: float, row: float, axis: int = 0) -> tuple[float, float]:
+    """Array (column, row) of a view's plane -> page coordinates, from the view's own transform
+    (coronal and sagittal views show slice 0, the inferior end, at the bottom)."""
+    t = page.evaluate(f"() => {{ const v = app.views[{axis}]; return [v.ox, v.oy, v.kx, v.ky, v.dpr, v.rows]; }}")
+    bbox = page.locator(f"#view-{axis}").bounding_box()
+    ox, oy, kx, ky, dpr, rows = t
+    y = rows - row if axis else row
+    return bbox["x"] + (ox + col * kx) / dpr, bbox["y"] + (oy + y * ky) / dpr
 
 
-def _draw_box(page, box) -> None:
+def _draw_box(page, box, axis: int = 0) -> None:
     """Drag from the centre of pixel (x0, y0) to that of (x1, y1) (whole CSS pixels: Chromium truncates)."""
-    x0, y0 = (round(v) for v in _to_page(page, box[0] + 0.5, box[1] + 0.5))
-    x1, y1 = (round(v) for v in _to_page(page, box[2] + 0.5, box[3] + 0.5))
+    x0, y0 = (round(v) for v in _to_page(page, box[0] + 0.5, box[1] + 0.5, axis))
+    x1, y1 = (round(v) for v in _to_page(page, box[2] + 0.5, box[3] + 0.5, axis))
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x1, y1, steps=8)
     page.mouse.up()
+
+
+def _box_region(page, canvas, box, axis: int, shape) -> np.ndarray:
+    """Screenshot pixels covered by a box (inclusive pixel indices) of a view."""
+    (ax, ay), (bx, by) = _to_page(page, box[0], box[1], axis), _to_page(page, box[2] + 1, box[3] + 1, axis)
+    cb = canvas.bounding_box()
+    (x0, x1), (y0, y1) = sorted((ax - cb["x"], bx - cb["x"])), sorted((ay - cb["y"], by - cb["y"]))
+    region = np.zeros(shape, bool)
+    region[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = True
+    return region
+
+
+def _server_overlay_on_screen(page, server: str, axis: int, shape) -> np.ndarray:
+    """Where the server's overlay PNG of the shown slice should land on the canvas screenshot,
+    mapped pixel by pixel through the view's transform (flip included)."""
+    sid, index = page.evaluate(f"() => [app.sid, app.views[{axis}].index]")
+    with urllib.request.urlopen(f"{server}/api/s/{sid}/overlay/{axis}/{index}.png") as r:
+        alpha = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_UNCHANGED)[..., 3] > 0
+    ox, oy, kx, ky, dpr, rows = page.evaluate(f"() => {{ const v = app.views[{axis}]; return [v.ox, v.oy, v.kx, v.ky, v.dpr, v.rows]; }}")
+    sy, sx = np.mgrid[0 : shape[0], 0 : shape[1]] + 0.5
+    col = np.floor((sx * dpr - ox) / kx).astype(int)
+    row_on_screen = (sy * dpr - oy) / ky
+    row = np.floor(rows - row_on_screen if axis else row_on_screen).astype(int)
+    ok = (col >= 0) & (col < alpha.shape[1]) & (row >= 0) & (row < alpha.shape[0])
+    out = np.zeros(shape, bool)
+    out[ok] = alpha[row[ok], col[ok]]
+    return out
+
+
+def _mismatch(shown: np.ndarray, expected: np.ndarray, shot: np.ndarray) -> int:
+    """Screen pixels where the shown overlay and the server's mask disagree by more than the one
+    pixel that nearest-neighbour scaling may move an edge; pixels under the page's lines (white
+    selected box, blue crosshair) and their anti-aliased fringe, which hide the overlay colour,
+    are left out."""
+    b, g, r = (shot[..., i].astype(int) for i in range(3))
+    kernel = np.ones((3, 3), np.uint8)
+    lines = (np.minimum(np.minimum(b, g), r) > 200) | (b - g > 35)  # white, or tinted by the blue crosshair
+    keep = cv2.dilate(lines.astype(np.uint8), kernel) == 0  # lines are anti-aliased: their fringe too
+    grown = cv2.dilate(expected.astype(np.uint8), kernel) > 0
+    shrunk = cv2.erode(expected.astype(np.uint8), kernel) > 0
+    return int((keep & shown & ~grown).sum() + (keep & shrunk & ~shown).sum())
 
 
 def _reddish(bgr: np.ndarray) -> np.ndarray:
@@ -146,12 +189,10 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     page.wait_for_timeout(200)
     after = _screenshot(canvas, "2_box.png")
     red = _reddish(after)
-    (ax, ay), (bx, by) = _to_page(page, BOX[0], BOX[1]), _to_page(page, BOX[2] + 1, BOX[3] + 1)
-    cb = canvas.bounding_box()
-    inside = np.zeros(red.shape, bool)
-    inside[int(ay - cb["y"]) : int(by - cb["y"]) + 1, int(ax - cb["x"]) : int(bx - cb["x"]) + 1] = True
+    inside = _box_region(page, canvas, BOX, 0, red.shape)
     assert red[inside].sum() > 500, "no overlay inside the box"
     assert red[~inside].sum() == 0, "overlay outside the box"
+    assert _mismatch(red, _server_overlay_on_screen(page, server, 0, red.shape), after) == 0
 
     # propagate slices 5..9 with the page's controls
     page.fill("#prop-first", str(FIRST))
@@ -197,9 +238,28 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     assert "mni_slab.nii.gz" in first.inner_text("#scan-name")
     _screenshot(first, "4_bad_file.png")
 
+    # a box on the coronal view (rows = slices, inferior at the bottom), then delete and undo
+    coronal_box = (40, 3, 150, 10)
+    _draw_box(first, coronal_box, axis=1)
+    first.wait_for_selector("#objects li")
+    obj = _get(f"{server}/api/s/{first.evaluate('() => app.sid')}")["objects"][0]
+    assert obj["axis"] == 1 and obj["index"] == 116 and obj["box"] == list(coronal_box)
+    first.wait_for_function("() => app.views[1].overlay !== null")
+    first.wait_for_timeout(200)
+    canvas = first.locator("#view-1")
+    shot = _screenshot(canvas, "5_coronal_box.png")
+    red = _reddish(shot)
+    inside = _box_region(first, canvas, coronal_box, 1, red.shape)
+    assert red[inside].sum() > 50  # (on this thin 14-row plane the model's mask also spills below the box)
+    assert _mismatch(red, _server_overlay_on_screen(first, server, 1, red.shape), shot) == 0
+    first.click("#objects li button")
+    first.wait_for_function("() => document.querySelectorAll('#objects li').length === 0")
+    first.keyboard.press("Control+z")
+    first.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+
     # cancel from the page
     _draw_box(first, BOX)
-    first.wait_for_selector("#objects li")
+    first.wait_for_function("() => document.querySelectorAll('#objects li').length === 2")
     first.fill("#prop-first", "0")
     first.fill("#prop-last", "13")
     first.click("#btn-propagate")
@@ -207,7 +267,7 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     first.click("#btn-cancel")
     first.wait_for_function("() => document.querySelector('#job-text').textContent.startsWith('cancelled')", timeout=60_000)
     sid = first.evaluate("() => app.sid")
-    assert _get(f"{server}/api/s/{sid}")["objects"][0]["span"] is None
+    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] is None
 
     # the tab goes away mid-propagation: the server finishes the job and keeps serving
     first.fill("#prop-first", "4")
@@ -221,6 +281,6 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
             break
         time.sleep(0.2)
     assert job["state"] == "done" and job["done"] == job["total"]
-    assert _get(f"{server}/api/s/{sid}")["objects"][0]["span"] == [4, 10]
+    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] == [4, 10]
     assert _get(f"{server}/api/config")["models"] == ["lite_medsam"]
 

@@ -71,6 +71,7 @@ class View {
   reset() {
     this.index = Math.floor(this.depth / 2);
     this.slider.max = this.depth - 1;
+    this.slider.hidden = this.title.hidden = this.depth === 1;
     this.img = this.overlay = null;
     this.load();
   }
