@@ -425,3 +425,48 @@ def test_uploaded_unreadable_file_gives_a_message(client):
     up = client.post(f"/api/s/{sid}/upload", params={"name": "scan.nii.gz"}, content=b"\x00garbage" * 10).json()
     detail = error(client.post(f"/api/s/{sid}/open", json={"path": up["path"]}), 400)
     assert "scan.nii.gz" in detail
+
+
+# -- sessions beyond the limit, model and command-line errors ---------------------------------------
+def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
+    from fastapi.testclient import TestClient
+
+    from medficient.app.server import AppConfig, create_app
+
+    app = create_app(AppConfig(data_dir, pool=pool))
+    with TestClient(app) as c:
+        sids = [new_session(c) for _ in range(app.state.store.limit)]
+        c.get(f"/api/s/{sids[0]}")  # used recently: stays
+        new_session(c)
+        assert c.get(f"/api/s/{sids[0]}").status_code == 200
+        assert "expired" in error(c.get(f"/api/s/{sids[1]}"), 404)
+
+
+def test_unloadable_model_gives_a_message(data_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from medficient.app.segment import EnginePool
+    from medficient.app.server import AppConfig, create_app
+
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with TestClient(create_app(AppConfig(data_dir, pool=EnginePool({"lite_medsam": str(bad)})))) as c:
+        sid = opened(c, "coins.png")
+        assert "could not be loaded" in error(c.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 0, "box": [38, 38, 100, 102]}), 503)
+
+
+def test_serve_command_line_errors(tmp_path, capsys):
+    from medficient.cli import main
+
+    assert main(["serve", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="expected MODEL=FILE"):
+        main(["serve", "--data", str(tmp_path), "--checkpoint", "medsam_vit_b"])
+    with pytest.raises(SystemExit, match="unknown model"):
+        main(["serve", "--data", str(tmp_path), "--checkpoint", f"nope={tmp_path}"])
+    assert main(["serve", "--data", str(tmp_path), "--model", "medsam_vit_b"]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}"]) == 1
+    assert "model lite_medsam" in capsys.readouterr().err

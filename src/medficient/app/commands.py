@@ -58,6 +58,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"medficient serve: --model {args.model} needs --checkpoint {args.model}=FILE", file=sys.stderr)
         return 2
     pool = EnginePool(models, args.device, args.trust_checkpoint)
+    try:
+        pool.get(args.model)  # load now: a missing or broken checkpoint is reported here, not on the first box
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"medficient serve: model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
     config = AppConfig(data.resolve(), int(args.max_upload_mb * 1024**2), pool, args.model)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"medficient serve: listening on {args.host}: other computers can reach this app and its data folder", file=sys.stderr)

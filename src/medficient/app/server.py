@@ -141,8 +141,10 @@ def create_app(config: AppConfig) -> FastAPI:
         name = name or config.default_model
         try:
             return name, config.pool.get(name)
-        except (ValueError, OSError) as e:
+        except ValueError as e:
             raise HTTPException(400, str(e).splitlines()[0]) from e
+        except (OSError, RuntimeError) as e:  # weights missing or unreadable
+            raise HTTPException(503, f"model {name} could not be loaded: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def guarded(fn, *args, **kw):
         """Run `fn`, turning bad-input errors into 400 and a running job into 409."""

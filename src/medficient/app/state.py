@@ -238,7 +238,7 @@ class Session:
 class SessionStore:
     """Sessions by id; the least recently used idle ones go when there are too many."""
 
-    def __init__(self, limit: int = 32) -> None:
+    def __init__(self, limit: int = 16) -> None:
         self.limit = limit
         self.sessions: dict[str, Session] = {}
         self.lock = threading.Lock()
