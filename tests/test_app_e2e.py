@@ -256,6 +256,16 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     first.wait_for_function("() => document.querySelectorAll('#objects li').length === 0")
     first.keyboard.press("Control+z")
     first.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    # adjust: drag the corner at (x1 + 1, y1 + 1) (top right on screen: rows are flipped) to pixel (170, 12)
+    edition = first.evaluate("() => app.summary.edit_version")
+    cx, cy = _to_page(first, coronal_box[2] + 1, coronal_box[3] + 1, axis=1)
+    tx, ty = (round(v) for v in _to_page(first, 170.5, 12.5, axis=1))
+    first.mouse.move(round(cx), round(cy))
+    first.mouse.down()
+    first.mouse.move(tx, ty, steps=5)
+    first.mouse.up()
+    first.wait_for_function(f"() => app.summary.edit_version > {edition}")
+    assert _get(f"{server}/api/s/{first.evaluate('() => app.sid')}")["objects"][0]["box"] == [40, 3, 170, 12]
 
     # cancel from the page
     _draw_box(first, BOX)
@@ -270,17 +280,18 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] is None
 
     # the tab goes away mid-propagation: the server finishes the job and keeps serving
-    first.fill("#prop-first", "4")
-    first.fill("#prop-last", "10")
+    first.fill("#prop-first", "5")
+    first.fill("#prop-last", "9")
     first.click("#btn-propagate")
     first.wait_for_selector("#btn-cancel:visible")
     context.close()
+    assert _get(f"{server}/api/s/{sid}/job")["state"] == "running"  # the tab went away mid-run
     for _ in range(600):
         job = _get(f"{server}/api/s/{sid}/job")
         if job["state"] != "running":
             break
         time.sleep(0.2)
     assert job["state"] == "done" and job["done"] == job["total"]
-    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] == [4, 10]
+    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] == [5, 9]
     assert _get(f"{server}/api/config")["models"] == ["lite_medsam"]
 
