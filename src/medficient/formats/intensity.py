@@ -29,8 +29,12 @@ def window(array: np.ndarray, width: float, level: float) -> np.ndarray:
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width:g}")
     lo = level - width / 2.0
-    scaled = (np.clip(array.astype(np.float64), lo, lo + width) - lo) / width * 255.0  # divide first: the top is 255
-    return scaled.astype(np.uint8)
+    data = array.astype(np.float64)  # one working copy, changed in place (CT volumes are large)
+    np.clip(data, lo, lo + width, out=data)
+    data -= lo
+    data /= width  # divide first: the top of the window is exactly 255
+    data *= 255.0
+    return data.astype(np.uint8)
 
 
 def percentile_clip(array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
@@ -43,8 +47,12 @@ def percentile_clip(array: np.ndarray, percentiles: tuple[float, float] = PERCEN
     if hi <= lo:  # a constant foreground: show it as white
         out = np.where(data != 0, 255.0, 0.0)
     else:
-        out = (np.clip(data, lo, hi) - lo) / (hi - lo) * 255.0
-        out[data == 0] = 0
+        background = data == 0
+        out = np.clip(data, lo, hi, out=data)
+        out -= lo
+        out /= hi - lo
+        out *= 255.0
+        out[background] = 0
     return out.astype(np.uint8)
 
 
