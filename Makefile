@@ -4,13 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean e2e-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[samples,eval,train,test]'
+	$(PY) -m pip install -q -e '.[samples,eval,formats,runtime,int8,app,train,test]'
 	@$(PY) -m pip list 2>/dev/null | grep -qiE '^(torchvision|timm|nvidia-)' && { echo "a dependency pulled torchvision/timm/CUDA: refusing"; exit 1; } || true
 	touch $@
 
@@ -19,7 +19,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/medficient demo --out demo_out
 
-test: venv
+# Debian's chromium for the app's end-to-end test (Playwright drives it; no browser is downloaded).
+e2e-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: venv e2e-deps
 	$(VENV)/bin/medficient fetch-weights
 	$(PY) -m pytest -q
 

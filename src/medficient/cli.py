@@ -16,12 +16,14 @@ COMMANDS: dict[str, str] = {
     "bench": "medficient.inference.commands",
     "fetch-weights": "medficient.inference.commands",
     "models": "medficient.inference.commands",
+    "export": "medficient.inference.commands",
     "demo": "medficient.demo",
     "convert": "medficient.formats.commands",
     "to-image": "medficient.formats.commands",
     "segment": "medficient.formats.commands",
     "evaluate": "medficient.evaluation.commands",
     "rank": "medficient.evaluation.commands",
+    "serve": "medficient.app.commands",
     "train": "medficient.training.commands",
 }
 

@@ -30,29 +30,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="list the model registry with preprocessing profiles")
     m.set_defaults(func=_models)
 
+    e = sub.add_parser("export", help="export a model to OpenVINO or ONNX graphs (cached; `predict` uses them)")
+    e.add_argument("--model", default="lite_medsam", help="registry name (see `medficient models`)")
+    e.add_argument("--checkpoint", help="weights file (.pth/.pt/.ckpt); default: the model's embedded weights")
+    e.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in the checkpoint (only for files you trust)")
+    e.add_argument("--format", default="openvino", choices=["openvino", "onnx"])
+    e.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"], help="bf16/int8: OpenVINO only")
+    e.add_argument("--force", action="store_true", help="rebuild even when a valid export is cached")
+    e.add_argument("--calibration-images", type=int, default=48, help="int8: real images to calibrate on")
+    e.set_defaults(func=_export)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lite_medsam", help="registry name (see `medficient models`)")
     p.add_argument("--checkpoint", help="weights file (.pth/.pt/.ckpt); default: the model's embedded weights")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in the checkpoint (only for files you trust)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--backend", choices=["openvino", "onnxruntime", "torch"],
+        help="runtime (default: openvino when installed, else torch); exported graphs are built once and cached",
+    )
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"], help="f32 (default) or, with openvino, bf16/int8")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch backend only")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
 
 
+def resolve_backend(args: argparse.Namespace) -> str:
+    from ..runtime import default_backend
+
+    if getattr(args, "backend", None):
+        return args.backend
+    if getattr(args, "device", "cpu") == "cuda":
+        return "torch"
+    return default_backend()
+
+
 def load_engine(args: argparse.Namespace):
-    import torch
-
-    from ..checkpoint import CheckpointError
+    """The engine the arguments ask for; with a cached export, openvino/onnxruntime import no torch."""
+    from ..runtime.cache import ExportError
     from ..weights import WeightsUnavailable
-    from .engine import TorchEngine
+    from .engine import open_engine
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("medficient: --device cuda asked for, but this torch has no CUDA device")
+    backend = resolve_backend(args)
+    precision = getattr(args, "precision", "f32")
+    if backend == "torch":
+        import torch
+
+        from ..checkpoint import CheckpointError
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("medficient: --device cuda asked for, but this torch has no CUDA device")
+        errors: tuple = (CheckpointError, WeightsUnavailable, ValueError)
+    else:
+        if args.device != "cpu":
+            raise SystemExit(f"medficient: --device {args.device} needs --backend torch")
+        errors = (ExportError, WeightsUnavailable, ValueError, RuntimeError)
     try:
-        return TorchEngine.load(args.model, args.checkpoint, args.device, trust_pickle=args.trust_checkpoint)
-    except (CheckpointError, WeightsUnavailable, ValueError) as e:
+        return open_engine(backend, args.model, args.checkpoint, precision, args.threads, args.device, args.trust_checkpoint)
+    except errors as e:
         raise SystemExit(f"medficient: {e}") from e
 
 
@@ -75,6 +111,30 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     return run_bench(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..runtime.cache import ExportKey, check_export, checkpoint_sha256
+
+    try:
+        key = ExportKey(args.model, checkpoint_sha256(args.model, args.checkpoint), args.format, args.precision)
+        problem = check_export(key)
+        if problem is None and not args.force:
+            print("medficient export: cached and valid, nothing to do", file=sys.stderr)
+        else:
+            from ..runtime.export import build_export
+
+            if problem not in (None, "not exported yet"):
+                print(f"medficient export: cached export is {problem}; rebuilding it", file=sys.stderr)
+            build_export(
+                key, args.checkpoint, args.trust_checkpoint, calibration_count=args.calibration_images,
+                log=lambda m: print(m, file=sys.stderr),
+            )
+    except (RuntimeError, ValueError) as e:  # ExportError, WeightsUnavailable, CheckpointError
+        print(f"medficient: {e}", file=sys.stderr)
+        return 1
+    print(key.directory)
+    return 0
 
 
 def _fetch(args: argparse.Namespace) -> int:

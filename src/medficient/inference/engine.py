@@ -1,7 +1,8 @@
 """Runtimes that run the two halves of a model: encode an image, decode boxes against it.
 
 The pipeline talks to an engine in numpy only, so the torch engine and the exported
-(OpenVINO/ONNX) engines are interchangeable.
+(OpenVINO/ONNX) engines are interchangeable. `OpenVINOEngine` and `OnnxEngine` live in
+`medficient.runtime.engines` (imported from here on first use); `open_engine` picks by backend.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class TorchEngine:
     profile: Profile
     device: str = "cpu"
     stats: EngineStats = field(default_factory=EngineStats)
+
+    backend = "torch"
 
     @classmethod
     def load(cls, name: str, checkpoint: str | None = None, device: str = "cpu", trust_pickle: bool = False) -> "TorchEngine":
@@ -78,3 +81,33 @@ class TorchEngine:
         self.stats.boxes_decoded += len(boxes)
         self.stats.decoder_seconds += time.perf_counter() - t0
         return logits.float().cpu().numpy()
+
+
+def open_engine(
+    backend: str,
+    name: str,
+    checkpoint: str | None = None,
+    precision: str = "f32",
+    threads: int | None = None,
+    device: str = "cpu",
+    trust_pickle: bool = False,
+):
+    """An engine by backend name: "openvino", "onnxruntime" or "torch" (f32 only)."""
+    if backend == "torch":
+        if precision != "f32":
+            raise ValueError(f"the torch backend runs f32 only (asked for {precision}); use --backend openvino")
+        return TorchEngine.load(name, checkpoint, device, trust_pickle=trust_pickle)
+    from ..runtime.engines import OnnxEngine, OpenVINOEngine
+
+    classes = {"openvino": OpenVINOEngine, "onnxruntime": OnnxEngine}
+    if backend not in classes:
+        raise ValueError(f"unknown backend {backend!r}; choose one of openvino, onnxruntime, torch")
+    return classes[backend].load(name, checkpoint, precision=precision, threads=threads, trust_pickle=trust_pickle)
+
+
+def __getattr__(name: str):
+    if name in ("OpenVINOEngine", "OnnxEngine", "ExportedEngine"):
+        from ..runtime import engines
+
+        return getattr(engines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
