@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medficient.inference.cases import load_case
-from medficient.inference.preprocess import mask_bbox, preprocess
+from medficient.inference.preprocess import preprocess
 from medficient.inference.propagate import segment_2d
 from medficient.inference.runner import segment_case
 from medficient.models import build_model
@@ -33,90 +33,80 @@ from medficient.training.engine import train
 from medficient.training.modeling import count_parameters, engine_for, load_trained
 from medficient.training.realdata import write_real_data
 from medficient.training.store import write_store
+from medficient.training.tasks import objects_with_boxes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    denom = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / denom) if denom else float("nan")
+def labelled_slices(case) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label map) of every held-out 2D image / 3D slice with a ground-truth object."""
+    pairs = [(case.imgs, case.gts)] if case.kind == "2D" else list(zip(case.imgs, case.gts))
+    return [(image, labels) for image, labels in pairs if labels.any()]
 
 
-def per_slice(engine, case) -> list[np.ndarray]:
-    """Label maps of every held-out image/slice with a ground-truth object, boxes from the GT."""
-    out = []
-    images = [case.imgs] if case.kind == "2D" else list(case.imgs)
-    labels = [case.gts] if case.kind == "2D" else list(case.gts)
-    for image, gts in zip(images, labels):
-        present = [v for v in np.unique(gts) if v > 0]
-        if not present:
-            continue
-        boxes = np.stack([mask_bbox(gts == v) for v in present])
-        segs = segment_2d(engine, image, boxes)
-        out.append((segs, np.array(present)))
-    return out
+def encoder_seconds(models: dict, image: np.ndarray, rounds: int = 5) -> dict[str, float]:
+    """Median seconds per image of each encoder (batch 1), the models taking turns each round so
+    that load from other processes on the machine hits them alike."""
+    inputs = {name: torch.from_numpy(preprocess(image, profile)[0]) for name, (_, profile) in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for name, (sam, _) in models.items():
+            sam.image_encoder(inputs[name])  # warm-up
+        for _ in range(rounds):
+            for name, (sam, _) in models.items():
+                t0 = time.perf_counter()
+                sam.image_encoder(inputs[name])
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def evaluate(root: Path, threads: int) -> dict:
+    """Teacher and students on the held-out cases: DSC against the ground truth and against the
+    teacher's masks, per object on each slice (tight ground-truth boxes) and per case (the
+    challenge's 3D boxes and propagation, as `medficient predict` runs them)."""
     torch.set_num_threads(threads)
-    models = {"teacher (LiteMedSAM)": (lambda: (m := build_model("lite_medsam"), m.spec.profile))()}
+    teacher = build_model("lite_medsam")
+    models = {"teacher": (teacher, teacher.spec.profile)}
     for stage in ("distill", "finetune"):
         path = root / stage / "model.pth"
         if path.is_file():
-            models[f"student after {stage}"] = load_trained(path)
+            models[stage] = load_trained(path)
     cases = []
     for p in sorted((root / "data" / "val").glob("*.npz")):
-        c = load_case(p)
+        case = load_case(p)
         with np.load(p) as d:
-            c.gts = d["gts"]
-        cases.append(c)
-    results: dict[str, dict] = {}
-    teacher_slices, teacher_cases = {}, {}
+            case.gts = d["gts"]
+        cases.append(case)
+    results: dict[str, dict] = {name: {"encoder_params_M": count_parameters(sam.image_encoder) / 1e6} for name, (sam, _) in models.items()}
+    mid = cases[0].imgs[len(cases[0].imgs) // 2] if cases[0].kind == "3D" else cases[0].imgs
+    for name, seconds in encoder_seconds(models, mid).items():
+        results[name]["encoder_seconds_per_image"] = seconds
+    reference: dict[tuple[str, int], np.ndarray] = {}  # the teacher's masks (slices and cases)
     for name, (sam, profile) in models.items():
         engine = engine_for(sam, profile)
-        r: dict[str, float] = {"encoder_params_M": count_parameters(sam.image_encoder) / 1e6}
-        x, _ = preprocess(cases[0].imgs[len(cases[0].imgs) // 2] if cases[0].kind == "3D" else cases[0].imgs, profile)
-        with torch.no_grad():
-            sam.image_encoder(torch.from_numpy(x))
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                sam.image_encoder(torch.from_numpy(x))
-                times.append(time.perf_counter() - t0)
-        r["encoder_seconds_per_image"] = statistics.median(times)
-        gt_s, ag_s, gt_c, ag_c, case_time = [], [], [], [], 0.0
+        gt_s, ag_s, gt_c, ag_c = [], [], [], []
+        t0 = time.perf_counter()
         for case in cases:
-            slices = per_slice(engine, case)
-            for k, (segs, present) in enumerate(slices):
-                gts = case.gts if case.kind == "2D" else None
-                if case.kind == "3D":
-                    z = [z for z in range(len(case.gts)) if case.gts[z].any()][k]
-                    gts = case.gts[z]
-                for j, v in enumerate(present, start=1):
-                    gt_s.append(dice(segs == j, gts == v))
-                if name.startswith("teacher"):
-                    teacher_slices[(case.name, k)] = segs
+            for k, (image, labels) in enumerate(labelled_slices(case)):
+                gts, boxes = objects_with_boxes(labels)
+                segs = segment_2d(engine, image, boxes)
+                gt_s += dice_per_label(segs, gts, len(boxes))
+                if name == "teacher":
+                    reference[(case.name, k)] = segs
                 else:
-                    t = teacher_slices[(case.name, k)]
-                    ag_s += [dice(segs == j, t == j) for j in range(1, len(present) + 1)]
-            t0 = time.perf_counter()
+                    ag_s += dice_per_label(segs, reference[(case.name, k)], len(boxes))
             segs = segment_case(engine, case)
-            case_time += time.perf_counter() - t0
-            gt_c += dice_per_label(segs, case.gts)
-            if name.startswith("teacher"):
-                teacher_cases[case.name] = segs
+            n = int(case.gts.max())
+            gt_c += dice_per_label(segs, case.gts, n)
+            if name == "teacher":
+                reference[(case.name, -1)] = segs
             else:
-                t = teacher_cases[case.name]
-                ag_c += [dice(segs == j, t == j) for j in range(1, int(case.gts.max()) + 1)]
-        r.update(
-            slice_objects=len(gt_s),
-            slice_dsc_vs_gt=float(np.nanmean(gt_s)),
-            case_dsc_vs_gt=float(np.mean(gt_c)),
-            seconds_all_cases=case_time,
-        )
+                ag_c += dice_per_label(segs, reference[(case.name, -1)], n)
+        r = results[name]
+        r.update(slice_objects=len(gt_s), slice_dsc_vs_gt=float(np.mean(gt_s)), case_dsc_vs_gt=float(np.mean(gt_c)),
+                 eval_seconds=time.perf_counter() - t0)
         if ag_s:
-            r.update(slice_dsc_vs_teacher=float(np.nanmean(ag_s)), case_dsc_vs_teacher=float(np.nanmean(ag_c)))
-        results[name] = r
+            r.update(slice_dsc_vs_teacher=float(np.mean(ag_s)), case_dsc_vs_teacher=float(np.mean(ag_c)))
         print(name, json.dumps(r), file=sys.stderr, flush=True)
     return results
 

@@ -1,5 +1,7 @@
 """Training on tiny real data (MNI152 slices, scikit-image images) with tiny students, on CPU."""
+import contextlib
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from medficient.cli import main
 from medficient.training.config import ConfigError, config_from_dict, load_config
 from medficient.training.data import collate
 from medficient.training.engine import build_data, train
@@ -33,14 +36,15 @@ def tiny(dirs, out, task="finetune", **sections) -> dict:
         "task": task,
         "seed": 3,
         "output_dir": str(out),
-        "data": {"train": [str(train_dir)], "val": [str(val_dir)], "val_max_items": 2, "objects_per_image": 1},
-        "student": {"model": "medficient_l0", "image_size": 64, "encoder": dict(TINY)},
+        "data": {"train": [str(train_dir)], "val": [str(val_dir)], "val_max_items": 1, "objects_per_image": 1},
+        # random prompt encoder + decoder (no LiteMedSAM load): these tests check the machinery
+        "student": {"model": "medficient_l0", "image_size": 64, "encoder": dict(TINY), "decoder_from": None},
         "augment": {"hflip": 0.5, "vflip": 0.5},
         "optim": {"lr": 1e-3, "weight_decay": 5e-4, "grad_clip": 1.0},
         "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "log_every": 1, "progress": False, "threads": 1},
     }
     if task == "distill":
-        cfg["teacher"] = {"model": "medficient_l0", "image_size": 96, "encoder": {**TINY, "head_depth": 2}}
+        cfg["teacher"] = {"model": "medficient_l0", "image_size": 96, "encoder": {**TINY, "head_depth": 2}, "decoder_from": None}
     for name, values in sections.items():
         cfg[name] = {**cfg.get(name, {}), **values} if isinstance(values, dict) else values
     return cfg
@@ -51,11 +55,14 @@ def write_yaml(cfg: dict, path: Path) -> Path:
     return path
 
 
-def cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "medficient.cli", *args], capture_output=True, text=True, env=ENV)
+def cli(*args, check=True) -> tuple[int, str]:
+    """`medficient ARGS` in this process (saves a torch import per call): (exit status, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(list(args))
     if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+        assert rc == 0, err.getvalue()
+    return rc, err.getvalue()
 
 
 def train_rows(folder: Path) -> dict[tuple[int, str], float]:
@@ -92,12 +99,12 @@ def test_cli_distill_then_finetune(data, tmp_path):
 
 def test_wrong_task_and_bad_key_are_one_line_errors(data, tmp_path):
     cfg = write_yaml(tiny(data, tmp_path / "x"), tmp_path / "f.yaml")
-    proc = cli("train", "distill", "--config", str(cfg), check=False)
-    assert proc.returncode == 2 and "finetune" in proc.stderr and "Traceback" not in proc.stderr
+    rc, err = cli("train", "distill", "--config", str(cfg), check=False)
+    assert rc == 2 and "finetune" in err and "Traceback" not in err
     bad = tiny(data, tmp_path / "x")
     bad["optim"]["learning_rate"] = 1
-    proc = cli("train", "finetune", "--config", str(write_yaml(bad, tmp_path / "b.yaml")), check=False)
-    assert proc.returncode == 2 and "optim: unknown key(s) learning_rate" in proc.stderr
+    rc, err = cli("train", "finetune", "--config", str(write_yaml(bad, tmp_path / "b.yaml")), check=False)
+    assert rc == 2 and "optim: unknown key(s) learning_rate" in err
 
 
 def test_bad_training_file_is_skipped_and_named(data, tmp_path):
@@ -105,18 +112,18 @@ def test_bad_training_file_is_skipped_and_named(data, tmp_path):
     shutil.copytree(data[0], folder)
     (folder / "2DBox_CT_broken.npz").write_bytes(b"not a zip")
     cfg = tiny((folder, data[1]), tmp_path / "out", train={"max_steps": 1}, data={"val": []})
-    proc = cli("train", "finetune", "--config", str(write_yaml(cfg, tmp_path / "c.yaml")))
-    assert "skipped" in proc.stderr and "2DBox_CT_broken.npz" in proc.stderr
+    _, err = cli("train", "finetune", "--config", str(write_yaml(cfg, tmp_path / "c.yaml")))
+    assert "skipped" in err and "2DBox_CT_broken.npz" in err
     assert (tmp_path / "out" / "model.pth").is_file()
 
 
-@pytest.mark.parametrize("task, lr, steps, ratio", [("distill", 1e-2, 8, 0.5), ("finetune", 3e-4, 10, 0.9)])
-def test_loss_decreases_on_a_fixed_batch(data, tmp_path, task, lr, steps, ratio):
+@pytest.mark.parametrize("task, lr, steps, ratio, items", [("distill", 1e-2, 8, 0.5, (0, -1)), ("finetune", 3e-4, 6, 0.9, (-1,))])
+def test_loss_decreases_on_a_fixed_batch(data, tmp_path, task, lr, steps, ratio, items):
     cfg = config_from_dict(tiny(data, tmp_path, task, augment={"hflip": 0, "vflip": 0}))
     torch.manual_seed(0)
     t = make_task(cfg)
     train_data, _, _ = build_data(cfg, t, main=False)
-    batch = collate([train_data[(i, i)] for i in (0, len(train_data) - 1)])
+    batch = collate([train_data[(i % len(train_data), seed)] for seed, i in enumerate(items)])
     params = [p for p in t.trainable.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     losses = []
@@ -130,17 +137,17 @@ def test_loss_decreases_on_a_fixed_batch(data, tmp_path, task, lr, steps, ratio)
 
 
 def test_resume_gives_the_uninterrupted_run(data, tmp_path):
+    """Distillation with per-sample augmentation and per-step CutMix/MixPatch: resuming from the
+    step-2 checkpoint (mid-schedule, start of epoch 1) repeats steps 3-4 exactly."""
     sections = dict(
-        data={"samples_per_epoch": 4},
-        train={"epochs": 2, "max_steps": None, "keep_every": 2, "val_every": 100},
+        data={"samples_per_epoch": 4, "val": []},
+        train={"epochs": 2, "max_steps": None, "keep_every": 2},
         schedule={"kind": "exponential", "gamma": 0.5},
-        augment={"shift_scale_rotate": {"p": 0.5}},
+        augment={"shift_scale_rotate": {"p": 0.5}, "batch_mix": {"cutmix": 1, "mixpatch": 1, "none": 1}},
     )
-    full = config_from_dict(tiny(data, tmp_path / "full", **sections))
-    train(full)
+    train(config_from_dict(tiny(data, tmp_path / "full", "distill", **sections)))
     part = tmp_path / "resumed"
-    resumed = config_from_dict(tiny(data, part, **sections))
-    train(resumed, resume=str(tmp_path / "full" / "checkpoint-0000002.pt"))
+    train(config_from_dict(tiny(data, part, "distill", **sections)), resume=str(tmp_path / "full" / "checkpoint-0000002.pt"))
     a, b = train_rows(tmp_path / "full"), train_rows(part)
     assert (1, "loss") not in b and (3, "loss") in b  # the resumed run started at step 3
     for step in (3, 4):
@@ -151,7 +158,7 @@ def test_resume_gives_the_uninterrupted_run(data, tmp_path):
 
 
 def test_two_process_torchrun_equals_one_process(data, tmp_path):
-    sections = dict(train={"max_steps": 3, "batch_size": 4, "freeze_bn": True, "threads": 1}, data={"val": [], "objects_per_image": 2})
+    sections = dict(train={"max_steps": 2, "batch_size": 4, "freeze_bn": True, "threads": 1}, data={"val": [], "objects_per_image": 2})
     one = write_yaml(tiny(data, tmp_path / "one", **sections), tmp_path / "one.yaml")
     two = write_yaml(tiny(data, tmp_path / "two", **sections), tmp_path / "two.yaml")
     cli("train", "finetune", "--config", str(one))
@@ -161,13 +168,13 @@ def test_two_process_torchrun_equals_one_process(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr
     a, b = train_rows(tmp_path / "one"), train_rows(tmp_path / "two")
-    for step in (1, 2, 3):
+    for step in (1, 2):
         assert b[(step, "loss")] == pytest.approx(a[(step, "loss")], rel=1e-4)
     wa, wb = weights(tmp_path / "one" / "model.pth"), weights(tmp_path / "two" / "model.pth")
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
-    assert a[(3, "grad_norm")] > 0 and a[(1, "loss")] != a[(3, "loss")]  # it did train
+    assert a[(2, "grad_norm")] > 0 and a[(1, "loss")] != a[(2, "loss")]  # it did train
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -182,10 +189,11 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 def test_finetuned_registry_model_loads_with_build_model_and_runs_predict(data, tmp_path):
-    """One step of the real MedficientSAM-L0 at 512; its model.pth and last.pt load strictly."""
+    """One step of the registry MedficientSAM-L0 architecture (trained on 64-px inputs to keep the
+    test fast); its model.pth and last.pt load strictly with build_model and run in `predict`."""
     from medficient import build_model
 
-    cfg = tiny(data, tmp_path / "l0", student={"model": "medficient_l0", "image_size": None, "encoder": {}},
+    cfg = tiny(data, tmp_path / "l0", student={"model": "medficient_l0", "image_size": 64, "encoder": {}, "decoder_from": "lite_medsam"},
                train={"max_steps": 1, "batch_size": 1}, data={"val": []})
     summary = train(config_from_dict(cfg))
     trained = weights(tmp_path / "l0" / "model.pth")
@@ -199,9 +207,10 @@ def test_finetuned_registry_model_loads_with_build_model_and_runs_predict(data, 
     cases = tmp_path / "cases"
     cases.mkdir()
     shutil.copy(data[1] / "2DBox_Microscopy_coinsright.npz", cases)
-    cli("predict", "-i", str(cases), "-o", str(tmp_path / "pred"), "--model", "medficient_l0", "--checkpoint", summary["model"], "-q")
+    cli("predict", "-i", str(cases), "-o", str(tmp_path / "pred"), "--model", "medficient_l0", "--checkpoint", summary["model"],
+        "--backend", "torch", "-q")
     with np.load(tmp_path / "pred" / "2DBox_Microscopy_coinsright.npz") as out, np.load(cases / "2DBox_Microscopy_coinsright.npz") as inp:
-        assert out["segs"].shape == inp["imgs"].shape[:2]
+        assert out["segs"].shape == inp["imgs"].shape[:2] and out["segs"].max() > 0
 
 
 def test_embedding_store_holds_the_teacher_embeddings(data, tmp_path):
@@ -215,8 +224,8 @@ def test_embedding_store_holds_the_teacher_embeddings(data, tmp_path):
     cfg = tiny((folder, data[1]), tmp_path / "d", "distill", teacher={"model": "lite_medsam", "image_size": None, "encoder": {}},
                augment={"hflip": 0, "vflip": 0}, data={"val": []})
     path = write_yaml(cfg, tmp_path / "d.yaml")
-    proc = cli("train", "embed", "--config", str(path), "--out", str(tmp_path / "store"), "--dry-run")
-    assert "2 images/slices" in proc.stderr and f"{2 * 2 * 256 * 64 * 64 / 2**30:.2f} GiB" in proc.stderr
+    _, err = cli("train", "embed", "--config", str(path), "--out", str(tmp_path / "store"), "--dry-run")
+    assert "2 images/slices" in err and f"{2 * 2 * 256 * 64 * 64 / 2**30:.2f} GiB" in err
     assert not (tmp_path / "store").exists()
     cli("train", "embed", "--config", str(path), "--out", str(tmp_path / "store"))
     stored = np.load(tmp_path / "store" / "embeddings.npy")

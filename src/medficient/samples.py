@@ -122,9 +122,10 @@ def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bo
     return written
 
 
-def dice_per_label(segs: np.ndarray, gts: np.ndarray) -> list[float]:
+def dice_per_label(segs: np.ndarray, gts: np.ndarray, n_labels: int | None = None) -> list[float]:
+    """DSC of labels 1..n_labels (default max(gts)); 1.0 for a label absent from both."""
     scores = []
-    for label in range(1, int(gts.max()) + 1):
+    for label in range(1, (int(gts.max()) if n_labels is None else n_labels) + 1):
         a, b = segs == label, gts == label
         denom = a.sum() + b.sum()
         scores.append(float(2 * np.logical_and(a, b).sum() / denom) if denom else 1.0)

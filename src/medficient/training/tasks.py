@@ -50,16 +50,11 @@ class Task:
             image, labels = data.raw(i)
             if labels is None or not labels.any():
                 continue
-            present = [v for v in np.unique(labels) if v > 0][:VAL_OBJECTS]
-            gts = np.zeros(labels.shape, np.uint16)
-            for j, v in enumerate(present, start=1):
-                gts[labels == v] = j
-            boxes = np.stack([mask_bbox(labels == v) for v in present])
+            gts, boxes = objects_with_boxes(labels, VAL_OBJECTS)
             segs = segment_2d(engine, image, boxes)
-            dsc += dice_per_label(segs, gts)
+            dsc += dice_per_label(segs, gts, len(boxes))
             if t_engine is not None:
-                t_segs = segment_2d(t_engine, image, boxes)
-                agree += [_dice(segs == j, t_segs == j) for j in range(1, len(present) + 1)]
+                agree += dice_per_label(segs, segment_2d(t_engine, image, boxes), len(boxes))
         self.sam.train()
         out = {}
         if dsc:
@@ -69,9 +64,13 @@ class Task:
         return out
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    denom = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / denom) if denom else 1.0
+def objects_with_boxes(labels: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` labels of a 2D label map renumbered 1..n, and their tight xyxy boxes."""
+    present = [v for v in np.unique(labels) if v > 0][:limit]
+    gts = np.zeros(labels.shape, np.uint16)
+    for j, v in enumerate(present, start=1):
+        gts[labels == v] = j
+    return gts, np.stack([mask_bbox(labels == v) for v in present])
 
 
 class DistillTask(Task):
