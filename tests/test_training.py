@@ -137,10 +137,10 @@ def test_loss_decreases_on_a_fixed_batch(data, tmp_path, task, lr, steps, ratio,
 
 
 def test_resume_gives_the_uninterrupted_run(data, tmp_path):
-    """Distillation with per-sample augmentation and per-step CutMix/MixPatch: resuming from the
-    step-2 checkpoint (mid-schedule, start of epoch 1) repeats steps 3-4 exactly."""
+    """Distillation with per-sample augmentation (in a worker process) and per-step CutMix/MixPatch:
+    resuming from the step-2 checkpoint (mid-schedule, start of epoch 1) repeats steps 3-4 exactly."""
     sections = dict(
-        data={"samples_per_epoch": 4, "val": []},
+        data={"samples_per_epoch": 4, "val": [], "num_workers": 1},  # a DataLoader worker process
         train={"epochs": 2, "max_steps": None, "keep_every": 2},
         schedule={"kind": "exponential", "gamma": 0.5},
         augment={"shift_scale_rotate": {"p": 0.5}, "batch_mix": {"cutmix": 1, "mixpatch": 1, "none": 1}},

@@ -1,5 +1,6 @@
 """Pieces of the training pipeline checked against hand computations and plain numpy."""
 import math
+import pickle
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -123,6 +124,10 @@ def test_uncompressed_npz_is_memory_mapped(tmp_path):
     np.testing.assert_array_equal(reader.labels(tmp_path / "3DBox_MR_a.npz", 3), imgs[3] > 128)
     with zipfile.ZipFile(tmp_path / "3DBox_MR_a.npz") as zf:
         assert zf.getinfo("imgs.npy").compress_type == zipfile.ZIP_STORED
+    # what a spawned DataLoader worker receives: no array data, and it still reads
+    copy = pickle.loads(pickle.dumps(reader))
+    assert len(pickle.dumps(reader)) < 1000
+    np.testing.assert_array_equal(copy.get(tmp_path / "3DBox_MR_b.npz", "imgs"), imgs)
 
 
 def test_schedules_by_hand():

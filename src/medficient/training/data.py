@@ -99,6 +99,11 @@ class NpzReader:
         self.cache_size = max(1, cache_size)
         self._arrays: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
+    def __getstate__(self) -> dict:
+        """Pickled for DataLoader workers (spawn/forkserver): without the open arrays, which
+        would otherwise be copied whole into every worker."""
+        return {"cache_size": self.cache_size, "_arrays": OrderedDict()}
+
     def get(self, path: Path, key: str) -> np.ndarray:
         k = (str(path), key)
         if k in self._arrays:
@@ -329,9 +334,15 @@ class EmbeddingStoreReader:
             if key not in keys:
                 raise DataError(f"{folder}: no stored embedding for {key[0]} slice {key[1]}; rebuild the store for this data")
             self.rows.append(keys[key])
-        self.array = np.load(folder / "embeddings.npy", mmap_mode="r")
+        self.path = folder / "embeddings.npy"
+        self.array: np.ndarray | None = None  # memory-mapped on first use, in each worker
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "array": None}
 
     def get(self, index: int) -> np.ndarray:
+        if self.array is None:
+            self.array = np.load(self.path, mmap_mode="r")
         return np.asarray(self.array[self.rows[index]])
 
 
