@@ -6,8 +6,8 @@ Stages (each reads the previous one's output under --root, default runs/cpu_smal
   distill   configs/cpu_small_distill.yaml
   finetune  configs/cpu_small_finetune.yaml
   eval      teacher vs distilled vs fine-tuned on the held-out slab and coins: mask DSC against the
-            ground truth and against the teacher's masks, per slice/image (GT boxes) and per case
-            (3D propagation), plus encoder time per image on this CPU.
+            ground truth and against the teacher's masks, per object on each slice/image (GT boxes)
+            and per case (3D propagation), plus encoder time per image on this CPU.
 Usage: nice .venv/bin/python benchmarks/train_small_run.py [--stages data,store,distill,finetune,eval]
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from medficient.inference.cases import load_case
 from medficient.inference.preprocess import preprocess
-from medficient.inference.propagate import segment_2d
+from medficient.inference.propagate import object_masks
 from medficient.inference.runner import segment_case
 from medficient.models import build_model
 from medficient.samples import dice_per_label
@@ -33,7 +33,7 @@ from medficient.training.engine import train
 from medficient.training.modeling import count_parameters, engine_for, load_trained
 from medficient.training.realdata import write_real_data
 from medficient.training.store import write_store
-from medficient.training.tasks import objects_with_boxes
+from medficient.training.tasks import object_dice, objects_with_boxes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -61,9 +61,9 @@ def encoder_seconds(models: dict, image: np.ndarray, rounds: int = 5) -> dict[st
 
 
 def evaluate(root: Path, threads: int) -> dict:
-    """Teacher and students on the held-out cases: DSC against the ground truth and against the
-    teacher's masks, per object on each slice (tight ground-truth boxes) and per case (the
-    challenge's 3D boxes and propagation, as `medficient predict` runs them)."""
+    """Teacher and students on each held-out case: DSC against the ground truth and against the
+    teacher's masks, per object on each slice (tight ground-truth boxes, each object scored on its
+    own) and per case (the file's boxes, 3D propagation, one label map: as `medficient predict`)."""
     torch.set_num_threads(threads)
     teacher = build_model("lite_medsam")
     models = {"teacher": (teacher, teacher.spec.profile)}
@@ -84,29 +84,29 @@ def evaluate(root: Path, threads: int) -> dict:
     reference: dict[tuple[str, int], np.ndarray] = {}  # the teacher's masks (slices and cases)
     for name, (sam, profile) in models.items():
         engine = engine_for(sam, profile)
-        gt_s, ag_s, gt_c, ag_c = [], [], [], []
         t0 = time.perf_counter()
+        r = results[name]
         for case in cases:
+            gt_s, ag_s = [], []
             for k, (image, labels) in enumerate(labelled_slices(case)):
                 gts, boxes = objects_with_boxes(labels)
-                segs = segment_2d(engine, image, boxes)
-                gt_s += dice_per_label(segs, gts, len(boxes))
+                masks = object_masks(engine, image, boxes)
+                gt_s += object_dice(masks, gts)
                 if name == "teacher":
-                    reference[(case.name, k)] = segs
+                    reference[(case.name, k)] = masks
                 else:
-                    ag_s += dice_per_label(segs, reference[(case.name, k)], len(boxes))
+                    ag_s += object_dice(masks, reference[(case.name, k)])
             segs = segment_case(engine, case)
             n = int(case.gts.max())
-            gt_c += dice_per_label(segs, case.gts, n)
+            r[f"{case.name}: slice objects"] = len(gt_s)
+            r[f"{case.name}: slice DSC vs GT"] = float(np.mean(gt_s))
+            r[f"{case.name}: case DSC vs GT"] = float(np.mean(dice_per_label(segs, case.gts, n)))
             if name == "teacher":
                 reference[(case.name, -1)] = segs
             else:
-                ag_c += dice_per_label(segs, reference[(case.name, -1)], n)
-        r = results[name]
-        r.update(slice_objects=len(gt_s), slice_dsc_vs_gt=float(np.mean(gt_s)), case_dsc_vs_gt=float(np.mean(gt_c)),
-                 eval_seconds=time.perf_counter() - t0)
-        if ag_s:
-            r.update(slice_dsc_vs_teacher=float(np.mean(ag_s)), case_dsc_vs_teacher=float(np.mean(ag_c)))
+                r[f"{case.name}: slice DSC vs teacher"] = float(np.mean(ag_s))
+                r[f"{case.name}: case DSC vs teacher"] = float(np.mean(dice_per_label(segs, reference[(case.name, -1)], n)))
+        r["eval_seconds"] = time.perf_counter() - t0
         print(name, json.dumps(r), file=sys.stderr, flush=True)
     return results
 

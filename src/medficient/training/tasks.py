@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inference.preprocess import mask_bbox, preprocess
-from ..inference.propagate import segment_2d
+from ..inference.propagate import object_masks
 from ..models.sam import Sam, build_sam
 from ..models.registry import get_spec
 from ..profiles import Profile
@@ -51,10 +51,10 @@ class Task:
             if labels is None or not labels.any():
                 continue
             gts, boxes = objects_with_boxes(labels, VAL_OBJECTS)
-            segs = segment_2d(engine, image, boxes)
-            dsc += dice_per_label(segs, gts, len(boxes))
+            masks = object_masks(engine, image, boxes)
+            dsc += object_dice(masks, gts)
             if t_engine is not None:
-                agree += dice_per_label(segs, segment_2d(t_engine, image, boxes), len(boxes))
+                agree += object_dice(masks, object_masks(t_engine, image, boxes))
         self.sam.train()
         out = {}
         if dsc:
@@ -65,12 +65,15 @@ class Task:
 
 
 def objects_with_boxes(labels: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` labels of a 2D label map renumbered 1..n, and their tight xyxy boxes."""
-    present = [v for v in np.unique(labels) if v > 0][:limit]
-    gts = np.zeros(labels.shape, np.uint16)
-    for j, v in enumerate(present, start=1):
-        gts[labels == v] = j
-    return gts, np.stack([mask_bbox(labels == v) for v in present])
+    """The masks (N, H, W) of the first `limit` labels of a 2D label map and their tight xyxy boxes."""
+    masks = np.stack([labels == v for v in np.unique(labels) if v > 0][:limit])
+    return masks, np.stack([mask_bbox(m) for m in masks])
+
+
+def object_dice(masks: np.ndarray, reference: np.ndarray) -> list[float]:
+    """DSC of each object's mask against its reference mask, objects scored independently
+    (nested objects, such as white matter inside the brain, do not hide one another)."""
+    return [dice_per_label(m.astype(np.uint8), r.astype(np.uint8), 1)[0] for m, r in zip(masks, reference)]
 
 
 class DistillTask(Task):
