@@ -110,14 +110,15 @@ def _check_boxes(case: Case) -> None:
                 )
 
 
-def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
-    """np.savez_compressed into a temp file beside `path`, then rename: never a half-written file."""
+def atomic_savez(path: str | Path, compress: bool = True, **arrays: np.ndarray) -> None:
+    """np.savez_compressed (np.savez with compress=False: members that training memory-maps) into
+    a temp file beside `path`, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -95,17 +95,5 @@ def write_real_data(
     cases["train"]["2DBox_Fundus_retina"] = _retina()
     for split, named in cases.items():
         for name, case in named.items():
-            path = out / split / f"{name}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_uncompressed(path, _with_boxes(case))
+            atomic_savez(out / split / f"{name}.npz", compress=False, **_with_boxes(case))
     return out / "train", out / "val"
-
-
-def _save_uncompressed(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
