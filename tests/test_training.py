@@ -111,10 +111,15 @@ def test_bad_training_file_is_skipped_and_named(data, tmp_path):
     folder = tmp_path / "train"
     shutil.copytree(data[0], folder)
     (folder / "2DBox_CT_broken.npz").write_bytes(b"not a zip")
-    cfg = tiny((folder, data[1]), tmp_path / "out", train={"max_steps": 1}, data={"val": []})
-    _, err = cli("train", "finetune", "--config", str(write_yaml(cfg, tmp_path / "c.yaml")))
+    cfg = tiny((folder, data[1]), tmp_path / "unused", train={"max_steps": 3}, data={"val": []})
+    path = write_yaml(cfg, tmp_path / "c.yaml")
+    _, err = cli("train", "finetune", "--config", str(path), "--set", "train.max_steps=1", "--output", str(tmp_path / "out"))
     assert "skipped" in err and "2DBox_CT_broken.npz" in err
-    assert (tmp_path / "out" / "model.pth").is_file()
+    assert (tmp_path / "out" / "model.pth").is_file() and not (tmp_path / "unused").exists()
+    assert {step for step, _ in train_rows(tmp_path / "out")} == {1}  # --set train.max_steps=1 won
+    # a weights-only file cannot be resumed from: one line, exit status 2
+    rc, err = cli("train", "finetune", "--config", str(path), "--resume", str(tmp_path / "out" / "model.pth"), check=False)
+    assert rc == 2 and "not a training checkpoint" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("task, lr, steps, ratio, items", [("distill", 1e-2, 8, 0.5, (0, -1)), ("finetune", 3e-4, 6, 0.9, (-1,))])

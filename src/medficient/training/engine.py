@@ -234,6 +234,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     step, epoch, in_epoch, best = 0, 0, 0, None
     if resume:
         state = read_checkpoint(resume)
+        if not isinstance(state, dict) or "progress" not in state:
+            raise ConfigError(f"{resume}: not a training checkpoint (no optimiser/progress state); resume from last.pt or checkpoint-*.pt")
         load_state_dict_checked(task.sam, state["model"], source=resume)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
