@@ -174,6 +174,19 @@ def test_corrupt_export_is_detected_and_rebuilt(private_home, real_cases, torch_
     assert np.array_equal(segment_case(engine, as_case("coins", real_cases["coins_2d"])), torch_segs["coins_2d"])
 
 
+def test_corruption_behind_an_unchanged_mtime_is_found_by_a_recheck(private_home):
+    """Start-up trusts files whose size and mtime were verified before; `export` rehashes all."""
+    key = private_home
+    graph = key.graph_path("encoder")
+    before = graph.stat()
+    data = bytearray(graph.read_bytes())
+    data[100] ^= 0x01
+    graph.write_bytes(bytes(data))
+    os.utime(graph, ns=(before.st_atime_ns, before.st_mtime_ns))  # as if the disk rotted
+    assert check_export(key) is None
+    assert "does not match its SHA-256" in check_export(key, recheck=True)
+
+
 def test_stale_or_incomplete_exports_are_detected(private_home):
     key = private_home
     manifest_path = key.directory / "manifest.json"

@@ -123,7 +123,14 @@ def mni152_large_case() -> dict[str, np.ndarray]:
     return {"imgs": imgs, "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.array([189 / 300, 233 / 512, 197 / 512])}
 
 
-BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case}
+def mni152_slice_case() -> dict[str, np.ndarray]:
+    """Cold-start case: one axial MNI152 slice as a 2D image with one box (a typical single click)."""
+    case = mni152_case(slice(94, 95))
+    x0, y0, _, x1, y1, _ = case["boxes"][0]
+    return {"imgs": case["imgs"][0], "gts": case["gts"][0], "boxes": np.array([[x0, y0, x1, y1]], dtype=np.int64)}
+
+
+BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case, "2DBox_MR_mni152slice": mni152_slice_case}
 LARGE_SAMPLES = {"3DBox_MR_mni152_300x512x512": mni152_large_case}
 
 

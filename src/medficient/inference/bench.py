@@ -3,7 +3,7 @@
 * per case and mode: wall time, encoder/decoder calls and seconds, peak RSS, and the masks'
   agreement with the reference mode (voxels differing, per-object DSC median and minimum);
 * `--encoder`: the image encoder alone on a real image (median of --encoder-runs calls);
-* `--cold-start N`: `medficient predict` on one 2D case, from process start to output written.
+* `--cold-start N`: `medficient predict` on each 2D case alone, from process start to output written.
 
 A mode is `official` (torch, the published order: every object alone, every slice re-encoded),
 `torch` (torch, medficient's order), or a runtime with an optional precision: `openvino`,
@@ -164,7 +164,7 @@ def bench_encoder(modes: list[str], args, tmp: str) -> list[dict]:
 def bench_cold_start(case: Path, mode: str, runs: int, args, tmp: str) -> dict:
     """Process start to output written, for `medficient predict` on one case (export cached)."""
     backend, precision, _ = parse_mode(mode)
-    folder = Path(tmp) / "cold"
+    folder = Path(tmp) / f"cold-{case.stem}"
     folder.mkdir(exist_ok=True)
     (folder / case.name).write_bytes(case.read_bytes())
     cmd = [sys.executable, "-m", "medficient.cli", "predict", "-i", str(folder), "-o", str(Path(tmp) / "cold_out"),
@@ -203,11 +203,11 @@ def run_bench(args) -> int:
         if cases:
             report["cases"], failed = bench_cases(cases, modes, args, tmp)
         if args.cold_start:
-            two_d = [c for c in cases if c.name.startswith("2D")] or cases
+            two_d = [c for c in cases if c.name.startswith("2D")]
             if not two_d:
-                print("medficient bench: --cold-start needs -i with a case", file=sys.stderr)
+                print("medficient bench: --cold-start needs -i with a 2D case", file=sys.stderr)
                 return 2
-            report["cold_start"] = bench_cold_start(two_d[0], args.cold_start_mode, args.cold_start, args, tmp)
+            report["cold_start"] = [bench_cold_start(c, args.cold_start_mode, args.cold_start, args, tmp) for c in two_d]
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 1 if failed else 0

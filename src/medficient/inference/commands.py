@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--repeat", type=int, default=1, help="runs per case and mode; medians are reported")
     b.add_argument("--encoder", action="store_true", help="also time the image encoder alone for each mode")
     b.add_argument("--encoder-runs", type=int, default=10, help="timed encoder calls per mode (median)")
-    b.add_argument("--cold-start", type=int, default=0, metavar="N", help="also time N runs of `predict` on a 2D case")
+    b.add_argument("--cold-start", type=int, default=0, metavar="N", help="also time N runs of `predict` on each 2D case")
     b.add_argument("--cold-start-mode", default="openvino", help="mode of the cold-start runs")
     b.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     b.set_defaults(func=_bench)
@@ -128,7 +128,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         key = ExportKey(args.model, checkpoint_sha256(args.model, args.checkpoint), args.format, args.precision)
         ensure_export(
-            key, args.checkpoint, args.trust_checkpoint, force=args.force,
+            key, args.checkpoint, args.trust_checkpoint, force=args.force, recheck=True,
             log=lambda m: print(m, file=sys.stderr), calibration_count=args.calibration_images,
         )
     except (RuntimeError, ValueError) as e:  # ExportError, WeightsUnavailable, CheckpointError
