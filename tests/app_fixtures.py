@@ -14,7 +14,7 @@ with warnings.catch_warnings():  # newer starlette prefers httpx2 to httpx; both
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from medficient.app.segment import EnginePool  # noqa: E402
+from medficient.app.segment import EnginePool, SerialEngine  # noqa: E402
 from medficient.app.server import AppConfig, create_app  # noqa: E402
 from medficient.inference.engine import TorchEngine  # noqa: E402
 from medficient.inference.propagate import segment_2d  # noqa: E402
@@ -43,8 +43,8 @@ def ref2d(engine):
 
 @pytest.fixture(scope="module")
 def pool(engine):
-    pool = EnginePool({"lite_medsam": None})
-    pool.engines["lite_medsam"] = engine  # share the loaded model between tests
+    pool = EnginePool({"lite_medsam": None}, backend="torch")
+    pool.engines["lite_medsam"] = SerialEngine(engine)  # share the loaded model between tests
     return pool
 
 

@@ -47,6 +47,7 @@ def test_page_and_static_files(client):
 def test_config_lists_models_and_limit(client):
     cfg = client.get("/api/config").json()
     assert cfg["models"] == ["lite_medsam"] and cfg["default_model"] == "lite_medsam"
+    assert cfg["backend"] == "torch" and cfg["precision"] == "f32"
     assert cfg["max_upload_mb"] == round(UPLOAD_LIMIT / 1024**2, 1)
 
 
@@ -442,15 +443,18 @@ def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
         assert "expired" in error(c.get(f"/api/s/{sids[1]}"), 404)
 
 
-def test_unloadable_model_gives_a_message(data_dir, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_unloadable_model_gives_a_message(data_dir, tmp_path, backend):
     from fastapi.testclient import TestClient
 
     from medficient.app.segment import EnginePool
     from medficient.app.server import AppConfig, create_app
 
+    if backend != "torch":
+        pytest.importorskip(backend)
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    with TestClient(create_app(AppConfig(data_dir, pool=EnginePool({"lite_medsam": str(bad)})))) as c:
+    with TestClient(create_app(AppConfig(data_dir, pool=EnginePool({"lite_medsam": str(bad)}, backend=backend)))) as c:
         sid = opened(c, "coins.png")
         assert "could not be loaded" in error(c.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 0, "box": [38, 38, 100, 102]}), 503)
 
@@ -468,5 +472,11 @@ def test_serve_command_line_errors(tmp_path, capsys):
     assert "needs --checkpoint" in capsys.readouterr().err
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}"]) == 1
+    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}", "--backend", "torch"]) == 1
     assert "model lite_medsam" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path), "--backend", "torch", "--precision", "int8"]) == 1
+    assert "f32 only" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path), "--backend", "onnxruntime", "--device", "cuda"]) == 2
+    assert "needs --backend torch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--data", str(tmp_path), "--backend", "tensorrt"])

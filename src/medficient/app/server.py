@@ -167,6 +167,8 @@ def create_app(config: AppConfig) -> FastAPI:
         return {
             "models": config.pool.names,
             "default_model": config.default_model,
+            "backend": config.pool.backend,
+            "precision": config.pool.precision,
             "max_upload_mb": round(config.max_upload_bytes / 1024**2, 1),
             "data_dir": data_dir.name,
         }

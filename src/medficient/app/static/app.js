@@ -33,6 +33,7 @@ const sapi = (method, path, body) => api(method, `/api/s/${app.sid}${path}`, bod
 function showMessage(text, kind = "error") {
   const box = $("#message");
   box.textContent = text;
+  box.title = text; // the line may be cut short on a narrow window
   box.className = kind;
   box.hidden = false;
   clearTimeout(showMessage.timer);
@@ -531,6 +532,7 @@ async function start() {
   if (!app.config) return;
   $("#model").replaceChildren(...app.config.models.map((m) => new Option(m, m)));
   $("#model").value = app.config.default_model;
+  $("#backend").textContent = `${app.config.backend}${app.config.precision === "f32" ? "" : " " + app.config.precision}`;
   let summary = null;
   const saved = sessionStorage.getItem("medficient-session");
   if (saved) { app.sid = saved; summary = await api("GET", `/api/s/${saved}`).catch(() => null); }
