@@ -62,7 +62,7 @@ def server(data_dir):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
+        for _ in range(600):  # the first start with openvino exports the model (about a minute, then cached)
             try:
                 _get(url + "/api/config")
                 break
@@ -193,6 +193,10 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     assert red[inside].sum() > 500, "no overlay inside the box"
     assert red[~inside].sum() == 0, "overlay outside the box"
     assert _mismatch(red, _server_overlay_on_screen(page, server, 0, red.shape), after) == 0
+    # the status line ("mask of N pixels ...") going away must not move the views under the mouse
+    where = canvas.bounding_box()
+    assert page.evaluate("() => { const m = document.querySelector('#message'); const was = !m.hidden; m.hidden = true; return was; }")
+    assert canvas.bounding_box() == where
 
     # propagate slices 5..9 with the page's controls
     page.fill("#prop-first", str(FIRST))
@@ -211,8 +215,9 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
 
     ref = tmp_path / "segment.nii.gz"
     box = f"{BOX[0]},{BOX[1]},{FIRST},{BOX[2]},{BOX[3]},{LAST}"
-    subprocess.run([sys.executable, "-m", "medficient.cli", "segment", str(data_dir / "mni_slab.nii.gz"), "--box", box, "-o", str(ref), "-q"],
-                   check=True, capture_output=True)
+    backend = _get(f"{server}/api/config")["backend"]  # serve's default runtime is predict's and segment's
+    subprocess.run([sys.executable, "-m", "medficient.cli", "segment", str(data_dir / "mni_slab.nii.gz"), "--box", box, "-o", str(ref), "-q",
+                    "--backend", backend], check=True, capture_output=True)
     expected = nib.load(ref)
     np.testing.assert_allclose(saved.affine, expected.affine)
     mask, want = np.asarray(saved.dataobj), np.asarray(expected.dataobj)
