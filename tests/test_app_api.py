@@ -9,9 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from app_fixtures import (  # noqa: F401  (fixtures)
-    UPLOAD_LIMIT, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
+    UPLOAD_LIMIT, TestClient, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
 )
 
+from medficient.app.segment import EnginePool
+from medficient.app.server import AppConfig, create_app
 from medficient.inference.propagate import count_slice_steps, segment_3d
 from medficient.samples import coins_case, mni152_case
 
@@ -32,6 +34,8 @@ def data_dir(tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.npz").write_bytes((root / "2DBox_Microscopy_coins.npz").read_bytes())
     (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "dangling.npz").symlink_to(outside / "new.npz")  # a link to a file that does not exist yet
+    (root / "loop.npz").symlink_to(root / "loop.npz")
     return root
 
 
@@ -76,6 +80,7 @@ def test_file_listing_stays_in_data_folder(client):
     names = [e["name"] for e in listing["entries"]]
     assert "3DBox_MR_mni.npz" in names and "sub" in names
     assert "escape" not in names  # a link out of the data folder is not offered
+    assert "dangling.npz" not in names and "loop.npz" not in names
     assert listing["parent"] is None
     assert client.get("/api/files", params={"dir": "sub"}).json()["parent"] == ""
     assert "outside" in error(client.get("/api/files", params={"dir": ".."}), 400)
@@ -94,6 +99,8 @@ def test_file_listing_stays_in_data_folder(client):
         ("sub", 400, "sub"),
         ("../outside/secret.npz", 400, "outside the data folder"),
         ("escape/secret.npz", 400, "outside the data folder"),
+        ("dangling.npz", 400, "outside the data folder"),
+        ("loop.npz", 400, "loop.npz"),
         ("/etc/passwd", 400, "relative"),
     ],
 )
@@ -350,6 +357,10 @@ def test_save_png_of_a_2d_image(client, ref2d, data_dir):
     [
         ({"format": "npz", "path": "../escaped.npz"}, 400, "outside the data folder"),
         ({"format": "npz", "path": "/tmp/escaped.npz"}, 400, "relative"),
+        ({"format": "npz", "path": "escape/escaped.npz"}, 400, "outside the data folder"),
+        ({"format": "npz", "path": "dangling.npz"}, 400, "outside the data folder"),
+        ({"format": "npz", "path": "loop.npz"}, 400, "cannot be resolved"),
+        ({"format": "npz", "path": "sub/../../escaped.npz"}, 400, "outside the data folder"),
         ({"format": "npz", "path": "3DBox_MR_mni.npz"}, 400, "opened image"),
         ({"format": "npz", "path": "folder.npz"}, 400, "folder"),
         ({"format": "tiff"}, 422, "format"),
@@ -359,7 +370,8 @@ def test_save_bad_inputs(client, data_dir, body, status, words):
     sid = opened(client, "3DBox_MR_mni.npz")
     before = (data_dir / "3DBox_MR_mni.npz").read_bytes()
     assert words in error(client.post(f"/api/s/{sid}/save", json=body), status)
-    assert not (data_dir.parent / "escaped.npz").exists()
+    outside = data_dir.resolve().parent
+    assert not list(outside.rglob("escaped.npz")) and not list(outside.rglob("new.npz"))
     assert (data_dir / "3DBox_MR_mni.npz").read_bytes() == before
 
 
@@ -410,6 +422,18 @@ def test_upload_bad_inputs(client, data_dir, params, content, status, words):
     assert [p for p in after if p not in before and p.suffix] == []  # no file (or .part leftover) stays
 
 
+def test_upload_into_a_linked_uploads_folder_is_refused(tmp_path, pool):
+    """`uploads` itself a link out of the data folder: nothing is written through it."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (data / "uploads").symlink_to(outside, target_is_directory=True)
+    with TestClient(create_app(AppConfig(data, pool=pool))) as c:
+        sid = new_session(c)
+        assert "outside the data folder" in error(c.post(f"/api/s/{sid}/upload", params={"name": "a.png"}, content=b"x"), 400)
+    assert list(outside.rglob("*")) == []
+
+
 def test_upload_streamed_without_length_is_still_limited(client, data_dir):
     sid = new_session(client)
 
@@ -430,10 +454,6 @@ def test_uploaded_unreadable_file_gives_a_message(client):
 
 # -- sessions beyond the limit, model and command-line errors ---------------------------------------
 def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
-    from fastapi.testclient import TestClient
-
-    from medficient.app.server import AppConfig, create_app
-
     app = create_app(AppConfig(data_dir, pool=pool))
     with TestClient(app) as c:
         sids = [new_session(c) for _ in range(app.state.store.limit)]
@@ -445,11 +465,6 @@ def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
 def test_unloadable_model_gives_a_message(data_dir, tmp_path, backend):
-    from fastapi.testclient import TestClient
-
-    from medficient.app.segment import EnginePool
-    from medficient.app.server import AppConfig, create_app
-
     if backend != "torch":
         pytest.importorskip(backend)
     bad = tmp_path / "broken.pth"

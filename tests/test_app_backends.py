@@ -12,8 +12,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from app_fixtures import client, decode_png, engine, error, new_session, opened, overlay_mask, pool, wait_job  # noqa: F401
-from fastapi.testclient import TestClient
+from app_fixtures import TestClient, engine, opened, overlay_mask, wait_job  # noqa: F401  (fixtures)
 
 from medficient.app.segment import EnginePool
 from medficient.app.server import AppConfig, create_app

@@ -83,7 +83,10 @@ def resolve_in(root: Path, rel: str) -> Path:
     if not rel or "\x00" in rel or Path(rel).is_absolute():
         raise HTTPException(400, f"{rel!r}: give a path relative to the data folder")
     root = root.resolve()
-    path = (root / rel).resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise HTTPException(400, f"{rel!r}: cannot be resolved ({e.__class__.__name__})") from None
     if path != root and root not in path.parents:
         raise HTTPException(400, f"{rel!r} is outside the data folder")
     return path
@@ -195,7 +198,10 @@ def create_app(config: AppConfig) -> FastAPI:
             raise HTTPException(404, f"{dir!r}: no such folder")
         entries = []
         for p in sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
-            real = p.resolve()
+            try:
+                real = p.resolve()
+            except (OSError, RuntimeError):  # a symlink loop
+                continue
             if p.name.startswith(".") or data_dir not in real.parents:
                 continue  # hidden files and links out of the data folder are not offered
             entries.append({"name": p.name, "path": rel_path(real), "dir": p.is_dir(), "size": p.stat().st_size if p.is_file() else None})
