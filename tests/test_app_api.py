@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from app_fixtures import (  # noqa: F401  (fixtures)
-    UPLOAD_LIMIT, TestClient, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
+    BACKEND, UPLOAD_LIMIT, TestClient, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
 )
 
 from medficient.app.segment import EnginePool
@@ -51,7 +51,7 @@ def test_page_and_static_files(client):
 def test_config_lists_models_and_limit(client):
     cfg = client.get("/api/config").json()
     assert cfg["models"] == ["lite_medsam"] and cfg["default_model"] == "lite_medsam"
-    assert cfg["backend"] == "torch" and cfg["precision"] == "f32"
+    assert cfg["backend"] == BACKEND and cfg["precision"] == "f32"
     assert cfg["max_upload_mb"] == round(UPLOAD_LIMIT / 1024**2, 1)
 
 

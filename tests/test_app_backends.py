@@ -12,9 +12,9 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from app_fixtures import TestClient, engine, opened, overlay_mask, wait_job  # noqa: F401  (fixtures)
+from app_fixtures import TestClient, opened, overlay_mask, torch_engine, wait_job  # noqa: F401  (fixtures)
 
-from medficient.app.segment import EnginePool
+from medficient.app.segment import EnginePool, SerialEngine
 from medficient.app.server import AppConfig, create_app
 from medficient.inference.engine import TorchEngine, open_engine
 from medficient.inference.propagate import segment_2d, segment_3d
@@ -50,7 +50,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
-def test_openvino_box_is_its_pipeline_mask(ov_client, ov_engine, engine, data_dir):
+def test_openvino_box_is_its_pipeline_mask(ov_client, ov_engine, torch_engine, data_dir):
     assert ov_client.get("/api/config").json()["backend"] == "openvino"
     image = cv2.imread(str(data_dir / "coins.png"), cv2.IMREAD_GRAYSCALE)
     sid = opened(ov_client, "coins.png")
@@ -63,7 +63,7 @@ def test_openvino_box_is_its_pipeline_mask(ov_client, ov_engine, engine, data_di
     assert expected.sum() > 1000
     np.testing.assert_array_equal(shown, expected)
     # and close to the torch model (the export is f32: only edge pixels may differ)
-    assert dice(shown, segment_2d(engine, image, np.array([BOX_2D])) == 1) > 0.98
+    assert dice(shown, segment_2d(torch_engine, image, np.array([BOX_2D])) == 1) > 0.98
 
 
 def test_tabs_share_one_openvino_engine_safely(ov_client, ov_engine, data_dir):
@@ -109,8 +109,9 @@ def second_model(tmp_path_factory):
     return str(path)
 
 
-def test_the_page_can_choose_a_model(data_dir, engine, second_model):
+def test_the_page_can_choose_a_model(data_dir, torch_engine, second_model):
     two = EnginePool({"lite_medsam": None, "medficient_l0": second_model}, backend="torch")
+    two.engines["lite_medsam"] = SerialEngine(torch_engine)
     with TestClient(create_app(AppConfig(data_dir, pool=two))) as c:
         assert c.get("/api/config").json()["models"] == ["lite_medsam", "medficient_l0"]
         image = cv2.imread(str(data_dir / "coins.png"), cv2.IMREAD_GRAYSCALE)
@@ -118,7 +119,7 @@ def test_the_page_can_choose_a_model(data_dir, engine, second_model):
         lite = c.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 0, "box": BOX_2D, "model": "lite_medsam"}).json()["object"]
         other = c.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 0, "box": BOX_2D, "model": "medficient_l0"}).json()["object"]
         assert (lite["model"], other["model"]) == ("lite_medsam", "medficient_l0")
-        want_lite = segment_2d(engine, image, np.array([BOX_2D])) == 1
+        want_lite = segment_2d(torch_engine, image, np.array([BOX_2D])) == 1
         want_other = segment_2d(TorchEngine.load("medficient_l0", second_model), image, np.array([BOX_2D])) == 1
         assert (want_lite != want_other).any()  # the two models disagree, so the check below can tell them apart
         shown = overlay_mask(c, sid, 0, 0)[..., 3] == 255  # the later object (medficient_l0) wins where both are
