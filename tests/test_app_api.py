@@ -5,6 +5,9 @@ segment_3d, which test_inference checks against the official pipeline), never fr
 """
 from __future__ import annotations
 
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -155,6 +158,32 @@ def test_box_gives_the_pipeline_mask_on_the_shown_slice(client, ref2d, data_dir)
     # the coronal view shows the same voxels: row 7 of coronal plane y is axial slice 7's row y
     y = int(np.flatnonzero(expected.any(axis=1))[0])
     np.testing.assert_array_equal(overlay_mask(client, sid, 1, y)[7, :, 3] == 255, expected[y])
+
+
+def test_embed_requests_overtaken_while_waiting_are_skipped(client):
+    """Scrolling asks for many slices; only the latest one waiting is encoded."""
+    sid = opened(client, "3DBox_MR_mni.npz")
+    session = client.app.state.store.get(sid)
+    answers: dict[int, dict] = {}
+
+    def ask(index: int) -> None:
+        answers[index] = client.post(f"/api/s/{sid}/embed", json={"axis": 0, "index": index}).json()
+
+    threads = []
+    with session.embed_lock:  # as if a slice were being encoded: the requests queue up
+        for index in (1, 2, 3):
+            threads.append(threading.Thread(target=ask, args=(index,)))
+            threads[-1].start()
+            deadline = time.monotonic() + 30
+            while session.embed_requests < index and time.monotonic() < deadline:
+                time.sleep(0.01)
+    for t in threads:
+        t.join(timeout=120)
+    assert answers[1]["skipped"] and answers[2]["skipped"]
+    assert answers[3]["skipped"] is False and answers[3]["cached"] is False
+    assert client.post(f"/api/s/{sid}/embed", json={"axis": 0, "index": 3}).json()["cached"] is True
+    r = client.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 1, "box": [40, 40, 150, 190]})
+    assert r.json()["timing"]["embedding_cached"] is False  # slice 1 was skipped, never encoded
 
 
 def test_box_on_a_coronal_slice(client, ref2d, data_dir):

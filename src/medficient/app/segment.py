@@ -103,11 +103,17 @@ class EmbeddingCache:
             self.store.popitem(last=False)
 
 
-def slice_embedding(session, engine, model: str, axis: int, index: int) -> tuple[object, object, bool]:
-    """(embedding, geometry, was_cached) of one shown slice; computed at most once per slice."""
+def slice_embedding(session, engine, model: str, axis: int, index: int, stale=None) -> tuple[object, object, bool]:
+    """(embedding, geometry, was_cached) of one shown slice; computed at most once per slice.
+
+    `stale()` true once this tab's turn comes means the request is outdated (the page has shown
+    another slice since): it then returns (None, None, False) without encoding, so scrolling
+    never leaves a queue of encodings in front of the next box."""
     scan = session.require_scan()
     scan.check_plane(axis, index)
     with session.embed_lock:  # a box arriving while the slice is being encoded waits for it
+        if stale is not None and stale():
+            return None, None, False
         with session.lock:
             if session.embeddings is None:
                 session.embeddings = EmbeddingCache()

@@ -290,12 +290,17 @@ def create_app(config: AppConfig) -> FastAPI:
     # -- segmentation ----------------------------------------------------------------------------
     @app.post("/api/s/{sid}/embed")
     def embed(sid: str, body: PlaneRef) -> dict:
-        """Encode the shown slice now, so the first box on it only needs the decoder."""
+        """Encode the shown slice now, so the first box on it only needs the decoder. A request
+        overtaken by a newer one of the same tab while it waited is skipped."""
         session = session_of(sid)
         name, engine = model_of(body.model)
+        with session.lock:
+            session.embed_requests += 1
+            ticket = session.embed_requests
         t0 = time.perf_counter()
-        _, _, cached = guarded(slice_embedding, session, engine, name, body.axis, body.index)
-        return {"cached": cached, "seconds": round(time.perf_counter() - t0, 4)}
+        embedding, _, cached = guarded(slice_embedding, session, engine, name, body.axis, body.index,
+                                       stale=lambda: session.embed_requests != ticket)
+        return {"cached": cached, "skipped": embedding is None, "seconds": round(time.perf_counter() - t0, 4)}
 
     def segment_box(session: Session, model: str | None, axis: int, index: int, box) -> tuple[str, tuple, np.ndarray, dict]:
         name, engine = model_of(model)

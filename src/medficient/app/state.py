@@ -95,6 +95,7 @@ class Session:
         self.id = sid
         self.lock = threading.RLock()
         self.embed_lock = threading.Lock()  # one embedding computation at a time per tab
+        self.embed_requests = 0  # counts /embed calls: only the latest one is still wanted
         self.scan = None  # scan.Scan
         self.scan_version = 0  # bumps on open and preset change: keys embeddings and slice images
         self.labels: dict[int, Label] = {}
