@@ -176,6 +176,7 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     _open_slab(page, server)
     assert "mni_slab.nii.gz" in page.inner_text("#scan-name")
+    assert page.inner_text("#backend") == _get(f"{server}/api/config")["backend"]
     canvas = page.locator("#view-0")
     before = _screenshot(canvas, "1_opened.png")
     assert before.mean() > 20 and not _reddish(before).any()  # an image, no overlay yet
@@ -234,6 +235,19 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     second.wait_for_function("() => app.sid !== null")
     assert first.evaluate("() => app.sid") != second.evaluate("() => app.sid")
     assert "no image open" in second.inner_text("#scan-name")  # a tab of its own
+
+    # an intensity preset changes what is shown, and the page says what was applied
+    view = first.locator("#view-0")
+    auto_shot = _screenshot(view, "4_auto.png")
+    for preset, note in (("brain", "W80/L40"), ("auto", "percentiles")):
+        version = first.evaluate("() => app.summary.scan_version")
+        first.select_option("#preset", preset)
+        first.wait_for_function(f"() => app.summary.scan_version > {version} && app.views[0].img.src.endsWith('v=' + app.summary.scan_version)")
+        assert note in first.inner_text("#intensity-note")
+        first.wait_for_timeout(100)
+        shot = _screenshot(view, f"4_{preset}.png")
+        difference = np.abs(shot.astype(int) - auto_shot.astype(int)).mean()
+        assert difference > 5 if preset == "brain" else difference == 0, (preset, difference)
 
     # an unreadable upload: a message in the page, the open image stays
     bad = data_dir.parent / "broken.nii.gz"
