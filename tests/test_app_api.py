@@ -518,6 +518,8 @@ def test_serve_command_line_errors(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}", "--backend", "torch"]) == 1
     assert "model lite_medsam" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"medficient_l0={bad}", "--backend", "torch"]) == 1
+    assert "model medficient_l0" in capsys.readouterr().err  # every served model is loaded at start
     assert main(["serve", "--data", str(tmp_path), "--backend", "torch", "--precision", "int8"]) == 1
     assert "f32 only" in capsys.readouterr().err
     assert main(["serve", "--data", str(tmp_path), "--backend", "onnxruntime", "--device", "cuda"]) == 2

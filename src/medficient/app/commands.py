@@ -69,14 +69,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"medficient serve: --device {args.device} needs --backend torch", file=sys.stderr)
         return 2
     pool = EnginePool(models, backend, args.precision, args.threads, args.device, args.trust_checkpoint)
-    try:
-        # load now: a missing or broken checkpoint is reported here, not on the first box; the
-        # first start with openvino/onnxruntime exports the model (about a minute, then cached)
-        print(f"medficient serve: loading {args.model} ({backend}, {args.precision})", file=sys.stderr)
-        pool.get(args.model)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"medficient serve: model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+    # load every model now: a missing or broken checkpoint is reported here, not on a box; the
+    # first start with openvino/onnxruntime exports a model (about a minute, then cached)
+    for name in [args.model, *(m for m in models if m != args.model)]:
+        try:
+            print(f"medficient serve: loading {name} ({backend}, {args.precision})", file=sys.stderr)
+            pool.get(name)
+        except (ValueError, OSError, RuntimeError) as e:
+            print(f"medficient serve: model {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 1
     config = AppConfig(data.resolve(), int(args.max_upload_mb * 1024**2), pool, args.model)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"medficient serve: listening on {args.host}: other computers can reach this app and its data folder", file=sys.stderr)
