@@ -244,6 +244,7 @@ def test_adjust_delete_undo(client, ref2d, data_dir):
     np.testing.assert_array_equal(overlay_mask(client, sid, 0, 7)[..., 3] == 255, ref2d(vol[7], new_box))
     assert "outside" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [0, 0, 500, 10]}), 400)
     error(client.put(f"/api/s/{sid}/objects/999", json={"box": new_box}), 400)
+    assert "propagate it first" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": new_box, "index": 8}), 400)
     assert client.post(f"/api/s/{sid}/undo").status_code == 200  # back to the first box
     np.testing.assert_array_equal(overlay_mask(client, sid, 0, 7)[..., 3] == 255, first)
     assert client.delete(f"/api/s/{sid}/objects/{oid}").json()["objects"] == []
@@ -284,7 +285,7 @@ def test_presets(client):
 
 
 # -- propagation -----------------------------------------------------------------------------------
-def test_propagation_matches_segment_3d(client, engine, data_dir):
+def test_propagation_matches_segment_3d(client, engine, ref2d, data_dir):
     sid = opened(client, "3DBox_MR_mni.npz")
     vol = np.load(data_dir / "3DBox_MR_mni.npz")["imgs"]
     box = [40, 40, 150, 190]
@@ -300,6 +301,21 @@ def test_propagation_matches_segment_3d(client, engine, data_dir):
         np.testing.assert_array_equal(overlay_mask(client, sid, 0, z)[..., 3] == 255, expected[z], err_msg=f"slice {z}")
     obj = client.get(f"/api/s/{sid}").json()["objects"][0]
     assert obj["span"] == [5, 9] and obj["voxels"] == expected.sum()
+    # a correction box on slice 8 replaces the object's mask on that slice only
+    fix = [60, 50, 130, 170]
+    r = client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"]["span"] == [5, 9] and r.json()["object"]["box"] == box
+    corrected = expected.copy()
+    corrected[8] = ref2d(vol[8], fix)
+    assert (corrected[8] != expected[8]).sum() > 100
+    for z in range(vol.shape[0]):
+        np.testing.assert_array_equal(overlay_mask(client, sid, 0, z)[..., 3] == 255, corrected[z], err_msg=f"slice {z}")
+    assert "not a propagated slice" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": 11}), 400)
+    assert "outside" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [0, 0, 500, 9], "index": 8}), 400)
+    error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": -1}), 422)
+    client.post(f"/api/s/{sid}/undo")  # the correction goes
+    np.testing.assert_array_equal(overlay_mask(client, sid, 0, 8)[..., 3] == 255, expected[8])
     # undo brings back the single-slice mask
     client.post(f"/api/s/{sid}/undo")
     assert client.get(f"/api/s/{sid}").json()["objects"][0]["span"] is None

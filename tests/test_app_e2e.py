@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
 SHOTS = os.environ.get("MEDFICIENT_E2E_SHOTS")  # a folder to keep the screenshots in, for people to look at
 BOX = (40, 40, 150, 190)  # x0, y0, x1, y1 on axial slice 7 of the slab
 SLICE, FIRST, LAST = 7, 5, 9
+FIX = (60, 70, 135, 125)  # a correction box on slice 6 of the propagated object
 
 
 def _free_port() -> int:
@@ -224,6 +225,31 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     mask, want = np.asarray(saved.dataobj), np.asarray(expected.dataobj)
     assert want.sum() > 2000 and sorted(set(np.nonzero(want)[2])) == list(range(FIRST, LAST + 1))
     np.testing.assert_array_equal(mask, want)
+
+    # refine the propagated result: with "correct" ticked, a box on slice 6 replaces its mask there only
+    page.check("#correct-mode")
+    page.keyboard.press("ArrowDown")  # axial slice 7 -> 6
+    page.wait_for_function("() => app.views[0].index === 6 && app.views[0].img.src.includes('/slice/0/6.png') && app.views[0].overlay.src.includes('/overlay/0/6.png')")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_before_correction.png")
+    inside = _box_region(page, canvas, FIX, 0, shot.shape[:2])
+    assert _reddish(shot)[~inside].sum() > 100  # the propagated mask reaches beyond the correction box
+    edition = page.evaluate("() => app.summary.edit_version")
+    _draw_box(page, FIX)
+    page.wait_for_function(f"() => app.summary.edit_version > {edition} && app.views[0].overlay.src.endsWith('.' + app.summary.edit_version)")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_corrected.png")
+    red = _reddish(shot)
+    assert red[inside].sum() > 300 and red[~inside].sum() == 0
+    assert _mismatch(red, _server_overlay_on_screen(page, server, 0, red.shape), shot) == 0
+    objects = _get(f"{server}/api/s/{sid}")["objects"]
+    assert len(objects) == 1 and objects[0]["span"] == [FIRST, LAST] and objects[0]["box"] == list(BOX)
+    page.fill("#save-path", "segmentations/corrected.nii.gz")
+    page.click("#btn-save")
+    page.wait_for_function("() => document.querySelector('#save-result').textContent.startsWith('saved to segmentations/corrected')")
+    corrected = np.asarray(nib.load(data_dir / "segmentations/corrected.nii.gz").dataobj)
+    changed = sorted(set(np.nonzero(corrected != mask)[2]))
+    assert changed == [6]  # only that slice changed
     page.close()
 
 

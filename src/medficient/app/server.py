@@ -51,6 +51,7 @@ class BoxIn(PlaneRef):
 class BoxEdit(BaseModel):
     box: tuple[float, float, float, float]
     model: str | None = None
+    index: int | None = Field(None, ge=0)  # correct only this slice of a propagated object
 
 
 class PropagateIn(BaseModel):
@@ -328,11 +329,24 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.put("/api/s/{sid}/objects/{oid}")
     def edit_object(sid: str, oid: int, body: BoxEdit) -> dict:
-        """A moved or resized box: segment its slice again (a propagated object becomes 2D again)."""
+        """A moved or resized box: segment its slice again (a propagated object becomes 2D again).
+        With `index`: a correction box on that slice of a propagated object, which replaces the
+        object's mask on that slice only (the refinement the published plugin lacks)."""
         session = session_of(sid)
         old = guarded(session.get_object, oid)
-        name, box, full, timing = segment_box(session, body.model, old.axis, old.index, body.box)
-        obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=box, model=name)
+        if body.index is None:
+            name, box, full, timing = segment_box(session, body.model, old.axis, old.index, body.box)
+            obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=box, model=name)
+        else:
+            if old.span is None or not old.span[0] <= body.index <= old.span[1]:
+                where = f"{old.span[0]}..{old.span[1]}" if old.span else f"only {old.index}: propagate it first"
+                raise HTTPException(400, f"slice {body.index} is not a propagated slice of object {oid} ({where})")
+            _, _, plane, timing = segment_box(session, body.model, old.axis, body.index, body.box)
+            full = old.full(session.require_scan().shape)
+            at = tuple(body.index if k == old.axis else slice(None) for k in range(3))
+            full[at] = plane[at]
+            obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=old.box,
+                                      model=old.model, span=old.span)
         if not session.replace_object(obj):
             raise HTTPException(404, f"no object {oid}")
         return {**session.summary(), "object": obj.summary(), "timing": timing}

@@ -69,6 +69,12 @@ class SegObject:
         r, c = (o[k] for k in range(3) if k != axis)
         out[r : r + plane.shape[0], c : c + plane.shape[1]][plane] = value
 
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The boolean mask over the whole scan."""
+        out = np.zeros(shape, dtype=bool)
+        self.paint(out, True)
+        return out
+
     def paint(self, out: np.ndarray, value: int) -> None:
         if self.mask.size:
             d, h, w = self.origin
