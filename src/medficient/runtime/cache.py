@@ -177,3 +177,18 @@ def install(staging: Path, key: ExportKey) -> Path:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     return target
+
+
+def ensure_export(key: ExportKey, checkpoint=None, trust_pickle: bool = False, force: bool = False, log=print, **build) -> Path:
+    """The cached export of `key`; built (or rebuilt, when stale or corrupt) only if needed.
+
+    Only building imports torch (`.export`); a valid cached export costs a manifest read and hashes.
+    """
+    problem = "rebuild asked for" if force else check_export(key)
+    if problem is None:
+        return key.directory
+    if problem not in ("not exported yet", "rebuild asked for"):
+        log(f"medficient: cached export {key.directory} is {problem}; rebuilding it")
+    from .export import build_export
+
+    return build_export(key, checkpoint, trust_pickle, log=log, **build)
