@@ -250,6 +250,30 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     corrected = np.asarray(nib.load(data_dir / "segmentations/corrected.nii.gz").dataobj)
     changed = sorted(set(np.nonzero(corrected != mask)[2]))
     assert changed == [6]  # only that slice changed
+
+    # a second label, named and coloured in the page, then a box with it on slice 3
+    page.uncheck("#correct-mode")
+    page.click("#btn-add-label")
+    page.wait_for_function("() => app.summary.labels.length === 2")
+    page.locator("#labels li").nth(1).locator("input[type=text]").fill("lesion")
+    page.keyboard.press("Tab")  # the name is sent when the field is left
+    page.wait_for_function("() => app.summary.labels[1].name === 'lesion'")
+    page.locator("#labels li").nth(1).locator("input[type=color]").fill("#00ff00")
+    page.wait_for_function("() => app.summary.labels[1].color === '#00ff00'")
+    page.evaluate("() => document.activeElement.blur()")
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")  # axial slice 6 -> 3
+    page.wait_for_function("() => app.views[0].index === 3 && app.views[0].img.src.includes('/slice/0/3.png')")
+    _draw_box(page, BOX)
+    page.wait_for_function("() => app.summary.objects.length === 2")
+    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["label"] == 2
+    page.wait_for_function("() => app.views[0].overlay.src.includes('/overlay/0/3.png') && app.views[0].overlay.src.endsWith('.' + app.summary.edit_version)")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_second_label.png")
+    b, g, r = (shot[..., i].astype(int) for i in range(3))
+    green = (g - r > 40) & (g - b > 40)
+    inside = _box_region(page, canvas, BOX, 0, green.shape)
+    assert green[inside].sum() > 300 and green[~inside].sum() == 0 and not _reddish(shot).any()
     page.close()
 
 
