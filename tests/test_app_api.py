@@ -349,6 +349,7 @@ def test_propagation_bad_inputs_busy_and_cancel(client, data_dir):
     r = client.post(f"/api/s/{sid}/objects/{oid}/propagate", json={"first": 0, "last": 13})
     assert r.status_code == 200
     assert "already running" in error(client.post(f"/api/s/{sid}/objects/{oid}/propagate", json={"first": 0, "last": 13}), 409)
+    assert "being propagated" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [50, 50, 140, 180]}), 409)
     assert client.post(f"/api/s/{sid}/job/cancel").status_code == 200
     job = wait_job(client, sid)
     assert job["state"] == "cancelled" and job["done"] < job["total"]

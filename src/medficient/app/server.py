@@ -334,6 +334,8 @@ def create_app(config: AppConfig) -> FastAPI:
         object's mask on that slice only (the refinement the published plugin lacks)."""
         session = session_of(sid)
         old = guarded(session.get_object, oid)
+        if session.job and session.job.running and session.job.object_id == oid:
+            raise HTTPException(409, f"object {oid} is being propagated: wait for it (or cancel it) first")
         if body.index is None:
             name, box, full, timing = segment_box(session, body.model, old.axis, old.index, body.box)
             obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=box, model=name)
