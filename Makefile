@@ -30,8 +30,12 @@ test: venv e2e-deps
 	$(PY) -m pytest -q
 
 bench: venv
-	$(VENV)/bin/medficient demo --out bench_out --no-predict --bench-cases
-	$(VENV)/bin/medficient bench -i bench_out/cases --json bench_out/bench.json
+	$(VENV)/bin/medficient demo --out bench_out --no-predict --bench-cases --large-case
+	for p in f32 bf16 int8; do $(VENV)/bin/medficient export --precision $$p; done
+	$(VENV)/bin/medficient export --format onnx
+	$(VENV)/bin/medficient bench -i bench_out/cases --modes official,torch,openvino,openvino-bf16,openvino-int8,onnxruntime \
+	  --encoder --cold-start 10 --json bench_out/bench.json
+	$(VENV)/bin/medficient bench -i bench_out/large --modes openvino --json bench_out/bench_large.json
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -4,7 +4,7 @@ Starts the app on a free port (uvicorn, as `medficient serve` does), opens a rea
 the shown slice once (/embed, what the page does when a slice is shown), then times N boxes over
 HTTP: POST /objects (decode + mask) followed by GET of the overlay PNG the page draws.
 
-    .venv/bin/python benchmarks/bench_app_box.py [--boxes 30] [--json out.json]
+    .venv/bin/python benchmarks/bench_app_box.py [--backend openvino|onnxruntime|torch] [--boxes 30] [--json out.json]
 """
 from __future__ import annotations
 
@@ -29,15 +29,16 @@ def call(url: str, body: dict | None = None) -> bytes:
         return r.read()
 
 
-def start_server(data_dir: Path) -> tuple[str, object]:
+def start_server(data_dir: Path, backend: str | None, precision: str) -> tuple[str, object]:
     import uvicorn
 
+    from medficient.app.segment import EnginePool
     from medficient.app.server import AppConfig, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(AppConfig(data_dir)), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(AppConfig(data_dir, pool=EnginePool(backend=backend, precision=precision))), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -70,6 +71,8 @@ def main() -> int:
     from medficient.samples import coins_case, mni152_case
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["openvino", "onnxruntime", "torch"], help="default: as `serve` (openvino when installed)")
+    parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"])
     parser.add_argument("--boxes", type=int, default=30)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -80,17 +83,18 @@ def main() -> int:
         cv2.imwrite(str(data / "coins.png"), coins["imgs"])
         mni = mni152_case(slice(75, 80))
         np.savez(data / "3DBox_MR_mni.npz", imgs=mni["imgs"], spacing=np.ones(3))
-        url, server = start_server(data)
+        url, server = start_server(data, args.backend, args.precision)
         results = []
         for path, index, base in (("coins.png", 0, coins["boxes"]), ("3DBox_MR_mni.npz", 2, mni["boxes"][:, [0, 1, 3, 4]])):
             boxes = [list(map(int, base[i % len(base)] + rng.integers(-2, 3, 4) * [1, 1, 1, 1])) for i in range(args.boxes)]
             h, w = (303, 384) if path == "coins.png" else mni["imgs"].shape[1:]
             boxes = [[max(0, b[0]), max(0, b[1]), min(w - 1, max(b[0], b[2])), min(h - 1, max(b[1], b[3]))] for b in boxes]
             bench_image(url, path, index, boxes[:2])  # warm-up: model load, first calls
-            results.append(bench_image(url, path, index, boxes))
+            config = json.loads(call(f"{url}/api/config"))
+            results.append({"backend": config["backend"], "precision": config["precision"], **bench_image(url, path, index, boxes)})
         server.should_exit = True
     for r in results:
-        print(f"{r['image']:18s} encode once {r['encode_s']:.3f} s; box -> overlay median {r['box_to_overlay_median_s']:.3f} s "
+        print(f"{r['backend']:11s} {r['image']:18s} encode once {r['encode_s']:.3f} s; box -> overlay median {r['box_to_overlay_median_s']:.3f} s "
               f"(p90 {r['box_to_overlay_p90_s']:.3f} s, decoder median {r['decode_median_s']:.3f} s) over {r['boxes']} boxes")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

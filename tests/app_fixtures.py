@@ -14,16 +14,26 @@ with warnings.catch_warnings():  # newer starlette prefers httpx2 to httpx; both
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from medficient.app.segment import EnginePool  # noqa: E402
+from medficient.app.segment import EnginePool, SerialEngine  # noqa: E402
 from medficient.app.server import AppConfig, create_app  # noqa: E402
-from medficient.inference.engine import TorchEngine  # noqa: E402
+from medficient.inference.engine import TorchEngine, open_engine  # noqa: E402
 from medficient.inference.propagate import segment_2d  # noqa: E402
+from medficient.runtime import default_backend  # noqa: E402
 
 UPLOAD_LIMIT = 256 * 1024
+# `serve`'s default runtime (OpenVINO when installed, else torch): what users get, and the faster
+# one for these tests. The app code does not depend on it; test_app_backends runs torch too.
+BACKEND = default_backend()
 
 
 @pytest.fixture(scope="module")
 def engine():
+    """The served engine, also used (directly, through the pipeline) for expected masks."""
+    return open_engine(BACKEND, "lite_medsam")
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
     return TorchEngine.load("lite_medsam")
 
 
@@ -43,8 +53,8 @@ def ref2d(engine):
 
 @pytest.fixture(scope="module")
 def pool(engine):
-    pool = EnginePool({"lite_medsam": None})
-    pool.engines["lite_medsam"] = engine  # share the loaded model between tests
+    pool = EnginePool({"lite_medsam": None}, backend=BACKEND)
+    pool.engines["lite_medsam"] = SerialEngine(engine)  # share the loaded model between tests
     return pool
 
 

@@ -5,13 +5,18 @@ segment_3d, which test_inference checks against the official pipeline), never fr
 """
 from __future__ import annotations
 
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
 from app_fixtures import (  # noqa: F401  (fixtures)
-    UPLOAD_LIMIT, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
+    BACKEND, UPLOAD_LIMIT, TestClient, client, decode_png, engine, error, new_session, opened, overlay_mask, pool, ref2d, wait_job,
 )
 
+from medficient.app.segment import EnginePool
+from medficient.app.server import AppConfig, create_app
 from medficient.inference.propagate import count_slice_steps, segment_3d
 from medficient.samples import coins_case, mni152_case
 
@@ -32,6 +37,8 @@ def data_dir(tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.npz").write_bytes((root / "2DBox_Microscopy_coins.npz").read_bytes())
     (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "dangling.npz").symlink_to(outside / "new.npz")  # a link to a file that does not exist yet
+    (root / "loop.npz").symlink_to(root / "loop.npz")
     return root
 
 
@@ -47,6 +54,7 @@ def test_page_and_static_files(client):
 def test_config_lists_models_and_limit(client):
     cfg = client.get("/api/config").json()
     assert cfg["models"] == ["lite_medsam"] and cfg["default_model"] == "lite_medsam"
+    assert cfg["backend"] == BACKEND and cfg["precision"] == "f32"
     assert cfg["max_upload_mb"] == round(UPLOAD_LIMIT / 1024**2, 1)
 
 
@@ -75,6 +83,7 @@ def test_file_listing_stays_in_data_folder(client):
     names = [e["name"] for e in listing["entries"]]
     assert "3DBox_MR_mni.npz" in names and "sub" in names
     assert "escape" not in names  # a link out of the data folder is not offered
+    assert "dangling.npz" not in names and "loop.npz" not in names
     assert listing["parent"] is None
     assert client.get("/api/files", params={"dir": "sub"}).json()["parent"] == ""
     assert "outside" in error(client.get("/api/files", params={"dir": ".."}), 400)
@@ -93,6 +102,8 @@ def test_file_listing_stays_in_data_folder(client):
         ("sub", 400, "sub"),
         ("../outside/secret.npz", 400, "outside the data folder"),
         ("escape/secret.npz", 400, "outside the data folder"),
+        ("dangling.npz", 400, "outside the data folder"),
+        ("loop.npz", 400, "loop.npz"),
         ("/etc/passwd", 400, "relative"),
     ],
 )
@@ -147,6 +158,32 @@ def test_box_gives_the_pipeline_mask_on_the_shown_slice(client, ref2d, data_dir)
     # the coronal view shows the same voxels: row 7 of coronal plane y is axial slice 7's row y
     y = int(np.flatnonzero(expected.any(axis=1))[0])
     np.testing.assert_array_equal(overlay_mask(client, sid, 1, y)[7, :, 3] == 255, expected[y])
+
+
+def test_embed_requests_overtaken_while_waiting_are_skipped(client):
+    """Scrolling asks for many slices; only the latest one waiting is encoded."""
+    sid = opened(client, "3DBox_MR_mni.npz")
+    session = client.app.state.store.get(sid)
+    answers: dict[int, dict] = {}
+
+    def ask(index: int) -> None:
+        answers[index] = client.post(f"/api/s/{sid}/embed", json={"axis": 0, "index": index}).json()
+
+    threads = []
+    with session.embed_lock:  # as if a slice were being encoded: the requests queue up
+        for index in (1, 2, 3):
+            threads.append(threading.Thread(target=ask, args=(index,)))
+            threads[-1].start()
+            deadline = time.monotonic() + 30
+            while session.embed_requests < index and time.monotonic() < deadline:
+                time.sleep(0.01)
+    for t in threads:
+        t.join(timeout=120)
+    assert answers[1]["skipped"] and answers[2]["skipped"]
+    assert answers[3]["skipped"] is False and answers[3]["cached"] is False
+    assert client.post(f"/api/s/{sid}/embed", json={"axis": 0, "index": 3}).json()["cached"] is True
+    r = client.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 1, "box": [40, 40, 150, 190]})
+    assert r.json()["timing"]["embedding_cached"] is False  # slice 1 was skipped, never encoded
 
 
 def test_box_on_a_coronal_slice(client, ref2d, data_dir):
@@ -207,6 +244,7 @@ def test_adjust_delete_undo(client, ref2d, data_dir):
     np.testing.assert_array_equal(overlay_mask(client, sid, 0, 7)[..., 3] == 255, ref2d(vol[7], new_box))
     assert "outside" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [0, 0, 500, 10]}), 400)
     error(client.put(f"/api/s/{sid}/objects/999", json={"box": new_box}), 400)
+    assert "propagate it first" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": new_box, "index": 8}), 400)
     assert client.post(f"/api/s/{sid}/undo").status_code == 200  # back to the first box
     np.testing.assert_array_equal(overlay_mask(client, sid, 0, 7)[..., 3] == 255, first)
     assert client.delete(f"/api/s/{sid}/objects/{oid}").json()["objects"] == []
@@ -247,7 +285,7 @@ def test_presets(client):
 
 
 # -- propagation -----------------------------------------------------------------------------------
-def test_propagation_matches_segment_3d(client, engine, data_dir):
+def test_propagation_matches_segment_3d(client, engine, ref2d, data_dir):
     sid = opened(client, "3DBox_MR_mni.npz")
     vol = np.load(data_dir / "3DBox_MR_mni.npz")["imgs"]
     box = [40, 40, 150, 190]
@@ -263,6 +301,21 @@ def test_propagation_matches_segment_3d(client, engine, data_dir):
         np.testing.assert_array_equal(overlay_mask(client, sid, 0, z)[..., 3] == 255, expected[z], err_msg=f"slice {z}")
     obj = client.get(f"/api/s/{sid}").json()["objects"][0]
     assert obj["span"] == [5, 9] and obj["voxels"] == expected.sum()
+    # a correction box on slice 8 replaces the object's mask on that slice only
+    fix = [60, 50, 130, 170]
+    r = client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"]["span"] == [5, 9] and r.json()["object"]["box"] == box
+    corrected = expected.copy()
+    corrected[8] = ref2d(vol[8], fix)
+    assert (corrected[8] != expected[8]).sum() > 100
+    for z in range(vol.shape[0]):
+        np.testing.assert_array_equal(overlay_mask(client, sid, 0, z)[..., 3] == 255, corrected[z], err_msg=f"slice {z}")
+    assert "not a propagated slice" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": 11}), 400)
+    assert "outside" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [0, 0, 500, 9], "index": 8}), 400)
+    error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": fix, "index": -1}), 422)
+    client.post(f"/api/s/{sid}/undo")  # the correction goes
+    np.testing.assert_array_equal(overlay_mask(client, sid, 0, 8)[..., 3] == 255, expected[8])
     # undo brings back the single-slice mask
     client.post(f"/api/s/{sid}/undo")
     assert client.get(f"/api/s/{sid}").json()["objects"][0]["span"] is None
@@ -296,6 +349,7 @@ def test_propagation_bad_inputs_busy_and_cancel(client, data_dir):
     r = client.post(f"/api/s/{sid}/objects/{oid}/propagate", json={"first": 0, "last": 13})
     assert r.status_code == 200
     assert "already running" in error(client.post(f"/api/s/{sid}/objects/{oid}/propagate", json={"first": 0, "last": 13}), 409)
+    assert "being propagated" in error(client.put(f"/api/s/{sid}/objects/{oid}", json={"box": [50, 50, 140, 180]}), 409)
     assert client.post(f"/api/s/{sid}/job/cancel").status_code == 200
     job = wait_job(client, sid)
     assert job["state"] == "cancelled" and job["done"] < job["total"]
@@ -349,6 +403,10 @@ def test_save_png_of_a_2d_image(client, ref2d, data_dir):
     [
         ({"format": "npz", "path": "../escaped.npz"}, 400, "outside the data folder"),
         ({"format": "npz", "path": "/tmp/escaped.npz"}, 400, "relative"),
+        ({"format": "npz", "path": "escape/escaped.npz"}, 400, "outside the data folder"),
+        ({"format": "npz", "path": "dangling.npz"}, 400, "outside the data folder"),
+        ({"format": "npz", "path": "loop.npz"}, 400, "cannot be resolved"),
+        ({"format": "npz", "path": "sub/../../escaped.npz"}, 400, "outside the data folder"),
         ({"format": "npz", "path": "3DBox_MR_mni.npz"}, 400, "opened image"),
         ({"format": "npz", "path": "folder.npz"}, 400, "folder"),
         ({"format": "tiff"}, 422, "format"),
@@ -358,7 +416,8 @@ def test_save_bad_inputs(client, data_dir, body, status, words):
     sid = opened(client, "3DBox_MR_mni.npz")
     before = (data_dir / "3DBox_MR_mni.npz").read_bytes()
     assert words in error(client.post(f"/api/s/{sid}/save", json=body), status)
-    assert not (data_dir.parent / "escaped.npz").exists()
+    outside = data_dir.resolve().parent
+    assert not list(outside.rglob("escaped.npz")) and not list(outside.rglob("new.npz"))
     assert (data_dir / "3DBox_MR_mni.npz").read_bytes() == before
 
 
@@ -409,6 +468,18 @@ def test_upload_bad_inputs(client, data_dir, params, content, status, words):
     assert [p for p in after if p not in before and p.suffix] == []  # no file (or .part leftover) stays
 
 
+def test_upload_into_a_linked_uploads_folder_is_refused(tmp_path, pool):
+    """`uploads` itself a link out of the data folder: nothing is written through it."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (data / "uploads").symlink_to(outside, target_is_directory=True)
+    with TestClient(create_app(AppConfig(data, pool=pool))) as c:
+        sid = new_session(c)
+        assert "outside the data folder" in error(c.post(f"/api/s/{sid}/upload", params={"name": "a.png"}, content=b"x"), 400)
+    assert list(outside.rglob("*")) == []
+
+
 def test_upload_streamed_without_length_is_still_limited(client, data_dir):
     sid = new_session(client)
 
@@ -429,10 +500,6 @@ def test_uploaded_unreadable_file_gives_a_message(client):
 
 # -- sessions beyond the limit, model and command-line errors ---------------------------------------
 def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
-    from fastapi.testclient import TestClient
-
-    from medficient.app.server import AppConfig, create_app
-
     app = create_app(AppConfig(data_dir, pool=pool))
     with TestClient(app) as c:
         sids = [new_session(c) for _ in range(app.state.store.limit)]
@@ -442,15 +509,13 @@ def test_oldest_idle_session_goes_beyond_the_limit(data_dir, pool):
         assert "expired" in error(c.get(f"/api/s/{sids[1]}"), 404)
 
 
-def test_unloadable_model_gives_a_message(data_dir, tmp_path):
-    from fastapi.testclient import TestClient
-
-    from medficient.app.segment import EnginePool
-    from medficient.app.server import AppConfig, create_app
-
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_unloadable_model_gives_a_message(data_dir, tmp_path, backend):
+    if backend != "torch":
+        pytest.importorskip(backend)
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    with TestClient(create_app(AppConfig(data_dir, pool=EnginePool({"lite_medsam": str(bad)})))) as c:
+    with TestClient(create_app(AppConfig(data_dir, pool=EnginePool({"lite_medsam": str(bad)}, backend=backend)))) as c:
         sid = opened(c, "coins.png")
         assert "could not be loaded" in error(c.post(f"/api/s/{sid}/objects", json={"axis": 0, "index": 0, "box": [38, 38, 100, 102]}), 503)
 
@@ -468,5 +533,13 @@ def test_serve_command_line_errors(tmp_path, capsys):
     assert "needs --checkpoint" in capsys.readouterr().err
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}"]) == 1
+    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"lite_medsam={bad}", "--backend", "torch"]) == 1
     assert "model lite_medsam" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path), "--checkpoint", f"medficient_l0={bad}", "--backend", "torch"]) == 1
+    assert "model medficient_l0" in capsys.readouterr().err  # every served model is loaded at start
+    assert main(["serve", "--data", str(tmp_path), "--backend", "torch", "--precision", "int8"]) == 1
+    assert "f32 only" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path), "--backend", "onnxruntime", "--device", "cuda"]) == 2
+    assert "needs --backend torch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--data", str(tmp_path), "--backend", "tensorrt"])

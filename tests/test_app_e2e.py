@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
 SHOTS = os.environ.get("MEDFICIENT_E2E_SHOTS")  # a folder to keep the screenshots in, for people to look at
 BOX = (40, 40, 150, 190)  # x0, y0, x1, y1 on axial slice 7 of the slab
 SLICE, FIRST, LAST = 7, 5, 9
+FIX = (60, 70, 135, 125)  # a correction box on slice 6 of the propagated object
 
 
 def _free_port() -> int:
@@ -62,7 +63,7 @@ def server(data_dir):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
+        for _ in range(600):  # the first start with openvino exports the model (about a minute, then cached)
             try:
                 _get(url + "/api/config")
                 break
@@ -176,6 +177,7 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     _open_slab(page, server)
     assert "mni_slab.nii.gz" in page.inner_text("#scan-name")
+    assert page.inner_text("#backend") == _get(f"{server}/api/config")["backend"]
     canvas = page.locator("#view-0")
     before = _screenshot(canvas, "1_opened.png")
     assert before.mean() > 20 and not _reddish(before).any()  # an image, no overlay yet
@@ -193,6 +195,10 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
     assert red[inside].sum() > 500, "no overlay inside the box"
     assert red[~inside].sum() == 0, "overlay outside the box"
     assert _mismatch(red, _server_overlay_on_screen(page, server, 0, red.shape), after) == 0
+    # the status line ("mask of N pixels ...") going away must not move the views under the mouse
+    where = canvas.bounding_box()
+    assert page.evaluate("() => { const m = document.querySelector('#message'); const was = !m.hidden; m.hidden = true; return was; }")
+    assert canvas.bounding_box() == where
 
     # propagate slices 5..9 with the page's controls
     page.fill("#prop-first", str(FIRST))
@@ -211,13 +217,63 @@ def test_box_overlay_propagate_save_matches_segment(server, browser, data_dir, t
 
     ref = tmp_path / "segment.nii.gz"
     box = f"{BOX[0]},{BOX[1]},{FIRST},{BOX[2]},{BOX[3]},{LAST}"
-    subprocess.run([sys.executable, "-m", "medficient.cli", "segment", str(data_dir / "mni_slab.nii.gz"), "--box", box, "-o", str(ref), "-q"],
-                   check=True, capture_output=True)
+    backend = _get(f"{server}/api/config")["backend"]  # serve's default runtime is predict's and segment's
+    subprocess.run([sys.executable, "-m", "medficient.cli", "segment", str(data_dir / "mni_slab.nii.gz"), "--box", box, "-o", str(ref), "-q",
+                    "--backend", backend], check=True, capture_output=True)
     expected = nib.load(ref)
     np.testing.assert_allclose(saved.affine, expected.affine)
     mask, want = np.asarray(saved.dataobj), np.asarray(expected.dataobj)
     assert want.sum() > 2000 and sorted(set(np.nonzero(want)[2])) == list(range(FIRST, LAST + 1))
     np.testing.assert_array_equal(mask, want)
+
+    # refine the propagated result: with "correct" ticked, a box on slice 6 replaces its mask there only
+    page.check("#correct-mode")
+    page.keyboard.press("ArrowDown")  # axial slice 7 -> 6
+    page.wait_for_function("() => app.views[0].index === 6 && app.views[0].img.src.includes('/slice/0/6.png') && app.views[0].overlay.src.includes('/overlay/0/6.png')")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_before_correction.png")
+    inside = _box_region(page, canvas, FIX, 0, shot.shape[:2])
+    assert _reddish(shot)[~inside].sum() > 100  # the propagated mask reaches beyond the correction box
+    edition = page.evaluate("() => app.summary.edit_version")
+    _draw_box(page, FIX)
+    page.wait_for_function(f"() => app.summary.edit_version > {edition} && app.views[0].overlay.src.endsWith('.' + app.summary.edit_version)")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_corrected.png")
+    red = _reddish(shot)
+    assert red[inside].sum() > 300 and red[~inside].sum() == 0
+    assert _mismatch(red, _server_overlay_on_screen(page, server, 0, red.shape), shot) == 0
+    objects = _get(f"{server}/api/s/{sid}")["objects"]
+    assert len(objects) == 1 and objects[0]["span"] == [FIRST, LAST] and objects[0]["box"] == list(BOX)
+    page.fill("#save-path", "segmentations/corrected.nii.gz")
+    page.click("#btn-save")
+    page.wait_for_function("() => document.querySelector('#save-result').textContent.startsWith('saved to segmentations/corrected')")
+    corrected = np.asarray(nib.load(data_dir / "segmentations/corrected.nii.gz").dataobj)
+    changed = sorted(set(np.nonzero(corrected != mask)[2]))
+    assert changed == [6]  # only that slice changed
+
+    # a second label, named and coloured in the page, then a box with it on slice 3
+    page.uncheck("#correct-mode")
+    page.click("#btn-add-label")
+    page.wait_for_function("() => app.summary.labels.length === 2")
+    page.locator("#labels li").nth(1).locator("input[type=text]").fill("lesion")
+    page.keyboard.press("Tab")  # the name is sent when the field is left
+    page.wait_for_function("() => app.summary.labels[1].name === 'lesion'")
+    page.locator("#labels li").nth(1).locator("input[type=color]").fill("#00ff00")
+    page.wait_for_function("() => app.summary.labels[1].color === '#00ff00'")
+    page.evaluate("() => document.activeElement.blur()")
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")  # axial slice 6 -> 3
+    page.wait_for_function("() => app.views[0].index === 3 && app.views[0].img.src.includes('/slice/0/3.png')")
+    _draw_box(page, BOX)
+    page.wait_for_function("() => app.summary.objects.length === 2")
+    assert _get(f"{server}/api/s/{sid}")["objects"][-1]["label"] == 2
+    page.wait_for_function("() => app.views[0].overlay.src.includes('/overlay/0/3.png') && app.views[0].overlay.src.endsWith('.' + app.summary.edit_version)")
+    page.wait_for_timeout(200)
+    shot = _screenshot(canvas, "3_second_label.png")
+    b, g, r = (shot[..., i].astype(int) for i in range(3))
+    green = (g - r > 40) & (g - b > 40)
+    inside = _box_region(page, canvas, BOX, 0, green.shape)
+    assert green[inside].sum() > 300 and green[~inside].sum() == 0 and not _reddish(shot).any()
     page.close()
 
 
@@ -229,6 +285,19 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     second.wait_for_function("() => app.sid !== null")
     assert first.evaluate("() => app.sid") != second.evaluate("() => app.sid")
     assert "no image open" in second.inner_text("#scan-name")  # a tab of its own
+
+    # an intensity preset changes what is shown, and the page says what was applied
+    view = first.locator("#view-0")
+    auto_shot = _screenshot(view, "4_auto.png")
+    for preset, note in (("brain", "W80/L40"), ("auto", "percentiles")):
+        version = first.evaluate("() => app.summary.scan_version")
+        first.select_option("#preset", preset)
+        first.wait_for_function(f"() => app.summary.scan_version > {version} && app.views[0].img.src.endsWith('v=' + app.summary.scan_version)")
+        assert note in first.inner_text("#intensity-note")
+        first.wait_for_timeout(100)
+        shot = _screenshot(view, f"4_{preset}.png")
+        difference = np.abs(shot.astype(int) - auto_shot.astype(int)).mean()
+        assert difference > 5 if preset == "brain" else difference == 0, (preset, difference)
 
     # an unreadable upload: a message in the page, the open image stays
     bad = data_dir.parent / "broken.nii.gz"

@@ -14,20 +14,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="lite_medsam")
     p.add_argument("--no-predict", action="store_true", help="only build the sample cases")
     p.add_argument("--bench-cases", action="store_true", help="with --no-predict: also build the benchmark cases")
+    p.add_argument("--large-case", action="store_true", help="with --no-predict: also build the (300, 512, 512) memory case in large/")
+    p.add_argument("--backend", choices=["openvino", "onnxruntime", "torch"], help="default: openvino when installed, else torch")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .inference.engine import TorchEngine
+    from .inference.engine import open_engine
     from .inference.runner import predict_folder
     from .samples import dice_per_label, write_samples
 
     out = Path(args.out)
     print(f"building sample cases in {out / 'cases'} ...", file=sys.stderr)
     cases = write_samples(out / "cases", bench=args.bench_cases)
+    if args.large_case:
+        write_samples(out / "large", large=True)
     if args.no_predict:
         return 0
-    engine = TorchEngine.load(args.model)
+    from .runtime import default_backend
+
+    engine = open_engine(args.backend or default_backend(), args.model)
     summary = predict_folder(engine, out / "cases", out / "segs", overlay_dir=out / "overlays")
     for path in cases:
         with np.load(path) as gt, np.load(out / "segs" / path.name) as pred:

@@ -107,13 +107,37 @@ def mni152_multi_case() -> dict[str, np.ndarray]:
     return {"imgs": case["imgs"], "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.ones(3)}
 
 
-BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case}
+def mni152_large_case() -> dict[str, np.ndarray]:
+    """Memory benchmark case: the whole MNI152 T1 resampled to (300, 512, 512) with 6 boxes."""
+    from scipy import ndimage
+
+    case = mni152_case()
+    depth, height, width = case["imgs"].shape
+    zoom = (300 / depth, 512 / height, 512 / width)
+    imgs = ndimage.zoom(case["imgs"], zoom, order=1, grid_mode=True, mode="grid-constant")
+    labels = ndimage.zoom(case["gts"], zoom, order=0, grid_mode=True, mode="grid-constant")
+    x0, y0, z0, x1, y1, z1 = boxes_from_labels(labels)[0]
+    xm, ym, zm = (x0 + x1) // 2, (y0 + y1) // 2, (z0 + z1) // 2
+    boxes = [[x0, y0, z0, x1, y1, z1], [x0, y0, z0, xm, y1, zm], [xm, y0, zm, x1, y1, z1],
+             [x0, y0, z0, x1, ym, z1], [x0, ym, z0, x1, y1, zm], [xm - 60, ym - 60, zm - 40, xm + 60, ym + 60, zm + 40]]
+    return {"imgs": imgs, "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.array([189 / 300, 233 / 512, 197 / 512])}
 
 
-def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bool = False) -> list[Path]:
+def mni152_slice_case() -> dict[str, np.ndarray]:
+    """Cold-start case: one axial MNI152 slice as a 2D image with one box (a typical single click)."""
+    case = mni152_case(slice(94, 95))
+    x0, y0, _, x1, y1, _ = case["boxes"][0]
+    return {"imgs": case["imgs"][0], "gts": case["gts"][0], "boxes": np.array([[x0, y0, x1, y1]], dtype=np.int64)}
+
+
+BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case, "2DBox_MR_mni152slice": mni152_slice_case}
+LARGE_SAMPLES = {"3DBox_MR_mni152_300x512x512": mni152_large_case}
+
+
+def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bool = False, large: bool = False) -> list[Path]:
     from .inference.cases import atomic_savez
 
-    available = BENCH_SAMPLES if bench else SAMPLES
+    available = LARGE_SAMPLES if large else BENCH_SAMPLES if bench else SAMPLES
     written = []
     for name in names or list(available):
         path = Path(out_dir) / f"{name}.npz"

@@ -17,7 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also offer MODEL with weights FILE (repeatable); lite_medsam is always offered",
     )
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in checkpoints (only files you trust)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--backend", choices=["openvino", "onnxruntime", "torch"],
+        help="runtime, as for predict (default: openvino when installed, else torch); exported graphs are built once and cached",
+    )
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"], help="f32 (default) or, with openvino, bf16/int8")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch backend only")
     p.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted (default 512 MB)")
     p.set_defaults(func=serve)
 
@@ -44,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from ..inference.commands import resolve_backend
         from .segment import EnginePool
         from .server import AppConfig, create_app
     except ModuleNotFoundError as e:
@@ -57,12 +64,20 @@ def serve(args: argparse.Namespace) -> int:
     if args.model not in models:
         print(f"medficient serve: --model {args.model} needs --checkpoint {args.model}=FILE", file=sys.stderr)
         return 2
-    pool = EnginePool(models, args.device, args.trust_checkpoint)
-    try:
-        pool.get(args.model)  # load now: a missing or broken checkpoint is reported here, not on the first box
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"medficient serve: model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+    backend = resolve_backend(args)
+    if backend != "torch" and args.device != "cpu":
+        print(f"medficient serve: --device {args.device} needs --backend torch", file=sys.stderr)
+        return 2
+    pool = EnginePool(models, backend, args.precision, args.threads, args.device, args.trust_checkpoint)
+    # load every model now: a missing or broken checkpoint is reported here, not on a box; the
+    # first start with openvino/onnxruntime exports a model (about a minute, then cached)
+    for name in [args.model, *(m for m in models if m != args.model)]:
+        try:
+            print(f"medficient serve: loading {name} ({backend}, {args.precision})", file=sys.stderr)
+            pool.get(name)
+        except (ValueError, OSError, RuntimeError) as e:
+            print(f"medficient serve: model {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 1
     config = AppConfig(data.resolve(), int(args.max_upload_mb * 1024**2), pool, args.model)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"medficient serve: listening on {args.host}: other computers can reach this app and its data folder", file=sys.stderr)

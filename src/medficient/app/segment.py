@@ -18,28 +18,68 @@ from ..inference.preprocess import logits_to_masks, map_boxes, preprocess
 AXIS_ORDER = {0: (0, 1, 2), 1: (1, 0, 2), 2: (2, 0, 1)}
 
 
-class EnginePool:
-    """One engine per model name, loaded on first use. `checkpoints` adds models beyond the
-    embedded lite_medsam."""
+class SerialEngine:
+    """An engine whose encode/decode calls run one at a time.
 
-    def __init__(self, checkpoints: dict[str, str | None] | None = None, device: str = "cpu", trust_pickle: bool = False):
+    Tabs and propagation threads share one engine per model, and the exported engines hold a
+    single infer request per graph, which must not be used by two threads at once."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.profile = engine.profile
+        self.lock = threading.Lock()
+
+    def encode(self, image: np.ndarray):
+        with self.lock:
+            return self.engine.encode(image)
+
+    def decode(self, embedding, boxes: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self.engine.decode(embedding, boxes)
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+
+class EnginePool:
+    """One engine per model name, loaded on first use through `open_engine` (so `serve` runs on
+    the same runtimes as `predict`). `checkpoints` adds models beyond the embedded lite_medsam;
+    `backend` None means the default one (OpenVINO when installed, else torch)."""
+
+    def __init__(
+        self,
+        checkpoints: dict[str, str | None] | None = None,
+        backend: str | None = None,
+        precision: str = "f32",
+        threads: int | None = None,
+        device: str = "cpu",
+        trust_pickle: bool = False,
+    ):
+        from ..runtime import default_backend
+
         self.checkpoints = checkpoints if checkpoints is not None else {"lite_medsam": None}
-        self.device, self.trust_pickle = device, trust_pickle
-        self.engines: dict[str, object] = {}
+        self.backend = backend or default_backend()
+        self.precision, self.threads, self.device, self.trust_pickle = precision, threads, device, trust_pickle
+        self.engines: dict[str, SerialEngine] = {}
         self.lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
         return list(self.checkpoints)
 
-    def get(self, name: str):
+    def get(self, name: str) -> SerialEngine:
         if name not in self.checkpoints:
             raise ValueError(f"model {name!r} is not served (available: {', '.join(self.checkpoints)})")
         with self.lock:
             if name not in self.engines:
-                from ..inference.engine import TorchEngine
+                from ..inference.engine import open_engine
 
-                self.engines[name] = TorchEngine.load(name, self.checkpoints[name], self.device, self.trust_pickle)
+                if self.backend == "torch" and self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
+                engine = open_engine(self.backend, name, self.checkpoints[name], self.precision, self.threads, self.device, self.trust_pickle)
+                self.engines[name] = SerialEngine(engine)
             return self.engines[name]
 
 
@@ -63,11 +103,17 @@ class EmbeddingCache:
             self.store.popitem(last=False)
 
 
-def slice_embedding(session, engine, model: str, axis: int, index: int) -> tuple[object, object, bool]:
-    """(embedding, geometry, was_cached) of one shown slice; computed at most once per slice."""
+def slice_embedding(session, engine, model: str, axis: int, index: int, stale=None) -> tuple[object, object, bool]:
+    """(embedding, geometry, was_cached) of one shown slice; computed at most once per slice.
+
+    `stale()` true once this tab's turn comes means the request is outdated (the page has shown
+    another slice since): it then returns (None, None, False) without encoding, so scrolling
+    never leaves a queue of encodings in front of the next box."""
     scan = session.require_scan()
     scan.check_plane(axis, index)
     with session.embed_lock:  # a box arriving while the slice is being encoded waits for it
+        if stale is not None and stale():
+            return None, None, False
         with session.lock:
             if session.embeddings is None:
                 session.embeddings = EmbeddingCache()

@@ -51,6 +51,7 @@ class BoxIn(PlaneRef):
 class BoxEdit(BaseModel):
     box: tuple[float, float, float, float]
     model: str | None = None
+    index: int | None = Field(None, ge=0)  # correct only this slice of a propagated object
 
 
 class PropagateIn(BaseModel):
@@ -83,7 +84,10 @@ def resolve_in(root: Path, rel: str) -> Path:
     if not rel or "\x00" in rel or Path(rel).is_absolute():
         raise HTTPException(400, f"{rel!r}: give a path relative to the data folder")
     root = root.resolve()
-    path = (root / rel).resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise HTTPException(400, f"{rel!r}: cannot be resolved ({e.__class__.__name__})") from None
     if path != root and root not in path.parents:
         raise HTTPException(400, f"{rel!r} is outside the data folder")
     return path
@@ -167,6 +171,8 @@ def create_app(config: AppConfig) -> FastAPI:
         return {
             "models": config.pool.names,
             "default_model": config.default_model,
+            "backend": config.pool.backend,
+            "precision": config.pool.precision,
             "max_upload_mb": round(config.max_upload_bytes / 1024**2, 1),
             "data_dir": data_dir.name,
         }
@@ -193,7 +199,10 @@ def create_app(config: AppConfig) -> FastAPI:
             raise HTTPException(404, f"{dir!r}: no such folder")
         entries = []
         for p in sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
-            real = p.resolve()
+            try:
+                real = p.resolve()
+            except (OSError, RuntimeError):  # a symlink loop
+                continue
             if p.name.startswith(".") or data_dir not in real.parents:
                 continue  # hidden files and links out of the data folder are not offered
             entries.append({"name": p.name, "path": rel_path(real), "dir": p.is_dir(), "size": p.stat().st_size if p.is_file() else None})
@@ -282,12 +291,17 @@ def create_app(config: AppConfig) -> FastAPI:
     # -- segmentation ----------------------------------------------------------------------------
     @app.post("/api/s/{sid}/embed")
     def embed(sid: str, body: PlaneRef) -> dict:
-        """Encode the shown slice now, so the first box on it only needs the decoder."""
+        """Encode the shown slice now, so the first box on it only needs the decoder. A request
+        overtaken by a newer one of the same tab while it waited is skipped."""
         session = session_of(sid)
         name, engine = model_of(body.model)
+        with session.lock:
+            session.embed_requests += 1
+            ticket = session.embed_requests
         t0 = time.perf_counter()
-        _, _, cached = guarded(slice_embedding, session, engine, name, body.axis, body.index)
-        return {"cached": cached, "seconds": round(time.perf_counter() - t0, 4)}
+        embedding, _, cached = guarded(slice_embedding, session, engine, name, body.axis, body.index,
+                                       stale=lambda: session.embed_requests != ticket)
+        return {"cached": cached, "skipped": embedding is None, "seconds": round(time.perf_counter() - t0, 4)}
 
     def segment_box(session: Session, model: str | None, axis: int, index: int, box) -> tuple[str, tuple, np.ndarray, dict]:
         name, engine = model_of(model)
@@ -315,11 +329,26 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.put("/api/s/{sid}/objects/{oid}")
     def edit_object(sid: str, oid: int, body: BoxEdit) -> dict:
-        """A moved or resized box: segment its slice again (a propagated object becomes 2D again)."""
+        """A moved or resized box: segment its slice again (a propagated object becomes 2D again).
+        With `index`: a correction box on that slice of a propagated object, which replaces the
+        object's mask on that slice only (the refinement the published plugin lacks)."""
         session = session_of(sid)
         old = guarded(session.get_object, oid)
-        name, box, full, timing = segment_box(session, body.model, old.axis, old.index, body.box)
-        obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=box, model=name)
+        if session.job and session.job.running and session.job.object_id == oid:
+            raise HTTPException(409, f"object {oid} is being propagated: wait for it (or cancel it) first")
+        if body.index is None:
+            name, box, full, timing = segment_box(session, body.model, old.axis, old.index, body.box)
+            obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=box, model=name)
+        else:
+            if old.span is None or not old.span[0] <= body.index <= old.span[1]:
+                where = f"{old.span[0]}..{old.span[1]}" if old.span else f"only {old.index}: propagate it first"
+                raise HTTPException(400, f"slice {body.index} is not a propagated slice of object {oid} ({where})")
+            _, _, plane, timing = segment_box(session, body.model, old.axis, body.index, body.box)
+            full = old.full(session.require_scan().shape)
+            at = tuple(body.index if k == old.axis else slice(None) for k in range(3))
+            full[at] = plane[at]
+            obj = SegObject.from_full(full, id=oid, label=old.label, axis=old.axis, index=old.index, box=old.box,
+                                      model=old.model, span=old.span)
         if not session.replace_object(obj):
             raise HTTPException(404, f"no object {oid}")
         return {**session.summary(), "object": obj.summary(), "timing": timing}

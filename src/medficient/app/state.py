@@ -69,6 +69,12 @@ class SegObject:
         r, c = (o[k] for k in range(3) if k != axis)
         out[r : r + plane.shape[0], c : c + plane.shape[1]][plane] = value
 
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The boolean mask over the whole scan."""
+        out = np.zeros(shape, dtype=bool)
+        self.paint(out, True)
+        return out
+
     def paint(self, out: np.ndarray, value: int) -> None:
         if self.mask.size:
             d, h, w = self.origin
@@ -95,6 +101,7 @@ class Session:
         self.id = sid
         self.lock = threading.RLock()
         self.embed_lock = threading.Lock()  # one embedding computation at a time per tab
+        self.embed_requests = 0  # counts /embed calls: only the latest one is still wanted
         self.scan = None  # scan.Scan
         self.scan_version = 0  # bumps on open and preset change: keys embeddings and slice images
         self.labels: dict[int, Label] = {}

@@ -15,11 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_predict)
 
-    b = sub.add_parser("bench", help="time predict per case, fast vs official order, with call counts and peak memory")
-    b.add_argument("-i", "--input", required=True, help="folder of *.npz cases")
-    _model_args(b)
-    b.add_argument("--modes", default="fast,official", help="comma list of fast, official (default both)")
+    b = sub.add_parser("bench", help="time runtimes in fresh processes: cases, encoder alone, cold start; masks compared")
+    b.add_argument("-i", "--input", help="folder of *.npz cases")
+    b.add_argument("--model", default="lite_medsam", help="registry name (see `medficient models`)")
+    b.add_argument("--checkpoint", help="weights file; default: the model's embedded weights")
+    b.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    b.add_argument(
+        "--modes", default="official,torch,openvino",
+        help="comma list of official, torch, openvino[-bf16|-int8], onnxruntime; the first is the reference",
+    )
     b.add_argument("--repeat", type=int, default=1, help="runs per case and mode; medians are reported")
+    b.add_argument("--encoder", action="store_true", help="also time the image encoder alone for each mode")
+    b.add_argument("--encoder-runs", type=int, default=10, help="timed encoder calls per mode (median)")
+    b.add_argument("--cold-start", type=int, default=0, metavar="N", help="also time N runs of `predict` on each 2D case")
+    b.add_argument("--cold-start-mode", default="openvino", help="mode of the cold-start runs")
     b.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     b.set_defaults(func=_bench)
 
@@ -114,22 +123,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..runtime.cache import ExportKey, check_export, checkpoint_sha256
+    from ..runtime.cache import ExportKey, checkpoint_sha256, ensure_export
 
     try:
         key = ExportKey(args.model, checkpoint_sha256(args.model, args.checkpoint), args.format, args.precision)
-        problem = check_export(key)
-        if problem is None and not args.force:
-            print("medficient export: cached and valid, nothing to do", file=sys.stderr)
-        else:
-            from ..runtime.export import build_export
-
-            if problem not in (None, "not exported yet"):
-                print(f"medficient export: cached export is {problem}; rebuilding it", file=sys.stderr)
-            build_export(
-                key, args.checkpoint, args.trust_checkpoint, calibration_count=args.calibration_images,
-                log=lambda m: print(m, file=sys.stderr),
-            )
+        ensure_export(
+            key, args.checkpoint, args.trust_checkpoint, force=args.force, recheck=True,
+            log=lambda m: print(m, file=sys.stderr), calibration_count=args.calibration_images,
+        )
     except (RuntimeError, ValueError) as e:  # ExportError, WeightsUnavailable, CheckpointError
         print(f"medficient: {e}", file=sys.stderr)
         return 1

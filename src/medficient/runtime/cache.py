@@ -115,8 +115,13 @@ def read_manifest(directory: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def check_export(key: ExportKey, verify_hashes: bool = True) -> str | None:
-    """None when the cached export is usable; otherwise why not (missing, stale or corrupt)."""
+def check_export(key: ExportKey, verify_hashes: bool = True, recheck: bool = False) -> str | None:
+    """None when the cached export is usable; otherwise why not (missing, stale or corrupt).
+
+    File hashes are checked once per file version: a stamp records the size and mtime of files
+    that hashed correctly, and a file rewritten since (same size or not) is hashed again;
+    `recheck` hashes every file regardless (what `medficient export` does).
+    """
     directory = key.directory
     if not directory.is_dir():
         return "not exported yet"
@@ -130,15 +135,42 @@ def check_export(key: ExportKey, verify_hashes: bool = True) -> str | None:
     needed = [name for graph in ("encoder", "decoder") for name in key.files(graph)]
     if not isinstance(files, dict) or not isinstance(sizes, dict) or any(n not in files or n not in sizes for n in needed):
         return "corrupt: manifest lists no hash for some graph files"
-    for name, digest in files.items():
+    stats = {}
+    for name in files:
         path = directory / name
         if not path.is_file():
             return f"corrupt: {name} is missing"
-        if path.stat().st_size != sizes.get(name):
+        st = path.stat()
+        if st.st_size != sizes.get(name):
             return f"corrupt: {name} has the wrong size"
-        if verify_hashes and sha256_file(path) != digest:
+        stats[name] = [st.st_size, st.st_mtime_ns, files[name]]
+    if not verify_hashes or (not recheck and _read_stamp(directory) == stats):
+        return None
+    for name, digest in files.items():
+        if sha256_file(directory / name) != digest:
             return f"corrupt: {name} does not match its SHA-256"
+    _write_stamp(directory, stats)
     return None
+
+
+VERIFIED = "verified.json"
+
+
+def _read_stamp(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(directory: Path, stats: dict) -> None:
+    """Best effort (a read-only cache just hashes every time)."""
+    try:
+        tmp = directory / f".{VERIFIED}.{os.getpid()}"
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, directory / VERIFIED)
+    except OSError:
+        pass
 
 
 def write_manifest(staging: Path, key: ExportKey, extra: dict) -> dict:
@@ -177,3 +209,20 @@ def install(staging: Path, key: ExportKey) -> Path:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     return target
+
+
+def ensure_export(
+    key: ExportKey, checkpoint=None, trust_pickle: bool = False, force: bool = False, recheck: bool = False, log=print, **build
+) -> Path:
+    """The cached export of `key`; built (or rebuilt, when stale or corrupt) only if needed.
+
+    Only building imports torch (`.export`); a valid cached export costs a manifest read and hashes.
+    """
+    problem = "rebuild asked for" if force else check_export(key, recheck=recheck)
+    if problem is None:
+        return key.directory
+    if problem not in ("not exported yet", "rebuild asked for"):
+        log(f"medficient: cached export {key.directory} is {problem}; rebuilding it")
+    from .export import build_export
+
+    return build_export(key, checkpoint, trust_pickle, log=log, **build)

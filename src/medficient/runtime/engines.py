@@ -15,7 +15,7 @@ import numpy as np
 
 from ..inference.engine import EngineStats
 from ..profiles import PROFILES, Profile
-from .cache import ExportError, ExportKey, check_export, checkpoint_sha256, read_manifest
+from .cache import ExportError, ExportKey, check_export, checkpoint_sha256, ensure_export, read_manifest
 
 
 def _log(message: str) -> None:
@@ -64,15 +64,10 @@ class ExportedEngine:
         if name not in PROFILES:
             raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(PROFILES)}")
         key = ExportKey(name, checkpoint_sha256(name, checkpoint), cls.fmt, precision)
-        problem = check_export(key)
-        if problem is not None:
-            if not build:
-                raise ExportError(f"no usable export of {name} ({problem}); run `medficient export`")
-            if problem != "not exported yet":
-                log(f"medficient: cached export {key.directory} is {problem}; rebuilding it")
-            from .export import build_export  # imports torch: only when an export must be built
-
-            build_export(key, checkpoint, trust_pickle, log=log)
+        if build:
+            ensure_export(key, checkpoint, trust_pickle, log=log)
+        elif (problem := check_export(key)) is not None:
+            raise ExportError(f"no usable export of {name} ({problem}); run `medficient export`")
         engine = cls(open_graphs(key, threads=threads), PROFILES[name], key)
         engine.load_seconds = time.perf_counter() - t0
         return engine

@@ -11,10 +11,8 @@ installed in the cache (see `.cache`).
 """
 from __future__ import annotations
 
-import json
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -26,7 +24,7 @@ from torch import nn
 
 from .. import __version__
 from ..profiles import PROFILES
-from .cache import ONNX_OPSET, ExportError, ExportKey, check_export, install, staging_dir, write_manifest
+from .cache import ONNX_OPSET, ExportError, ExportKey, ensure_export, install, staging_dir, write_manifest
 
 # exported f32 graphs vs torch on a real image: max |diff| <= ATOL + RTOL * max |torch output|
 F32_RTOL = 1e-4
@@ -145,16 +143,23 @@ def build_export(
     t0 = time.perf_counter()
     log(f"medficient export: {key.model} -> {key.fmt} {key.precision} in {key.directory}")
     model = prepare_model(key.model, checkpoint, trust_pickle, model)
+    if key.precision == "bf16":  # the f32 IR, compiled with the bf16 hint: build (or reuse) it first
+        f32 = ensure_export(ExportKey(key.model, key.checkpoint_sha256, key.fmt, "f32"), model=model, log=log)
     staging = staging_dir(key)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_paths = export_onnx(model, Path(tmp))
-            extra: dict = {}
-            if key.fmt == "onnx":
-                for graph, path in onnx_paths.items():
-                    shutil.copyfile(path, staging / key.files(graph)[0])
-            else:
-                extra = _to_openvino(onnx_paths, staging, key, model, calibration_count, log)
+        if key.precision == "bf16":
+            for name in (*key.files("encoder"), *key.files("decoder")):
+                shutil.copyfile(f32 / name, staging / name)
+            extra: dict = {"inference_precision": "bf16"}
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                onnx_paths = export_onnx(model, Path(tmp))
+                extra = {}
+                if key.fmt == "onnx":
+                    for graph, path in onnx_paths.items():
+                        shutil.copyfile(path, staging / key.files(graph)[0])
+                else:
+                    extra = _to_openvino(onnx_paths, staging, key, model, calibration_count, log)
         extra["check"] = check_against_torch(key, model, staging)
         extra.update(
             medficient=__version__, torch=torch.__version__, python=platform.python_version(),
@@ -173,7 +178,7 @@ def build_export(
 def _to_openvino(onnx_paths: dict, staging: Path, key: ExportKey, model, calibration_count: int, log) -> dict:
     import openvino as ov
 
-    extra: dict = {"inference_precision": {"f32": "f32", "bf16": "bf16", "int8": "f32"}[key.precision]}
+    extra: dict = {"inference_precision": "f32"}
     for graph, path in onnx_paths.items():
         ov_model = ov.convert_model(str(path))
         if graph == "encoder" and key.precision == "int8":
@@ -203,34 +208,3 @@ def check_against_torch(key: ExportKey, model: nn.Module, folder: Path) -> dict:
             if r["max_abs_diff"] > F32_ATOL + F32_RTOL * r["max_abs"]:
                 raise ExportError(f"exported {name} differs from torch by {r['max_abs_diff']:.3g} (max |value| {r['max_abs']:.3g})")
     return report
-
-
-def ensure_export(key: ExportKey, checkpoint=None, trust_pickle: bool = False, log=print, **kw) -> Path:
-    """The cached export of `key`, built (or rebuilt, when stale or corrupt) if needed."""
-    problem = check_export(key)
-    if problem is None:
-        return key.directory
-    if problem != "not exported yet":
-        log(f"medficient: cached export {key.directory} is {problem}; rebuilding it")
-    return build_export(key, checkpoint, trust_pickle, log=log, **kw)
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m medficient.runtime.export`
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="lite_medsam")
-    p.add_argument("--checkpoint")
-    p.add_argument("--format", default="openvino")
-    p.add_argument("--precision", default="f32")
-    a = p.parse_args(argv)
-    from .cache import checkpoint_sha256
-
-    key = ExportKey(a.model, checkpoint_sha256(a.model, a.checkpoint), a.format, a.precision)
-    path = build_export(key, a.checkpoint)
-    print(json.dumps({"directory": str(path)}))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

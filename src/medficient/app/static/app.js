@@ -33,6 +33,7 @@ const sapi = (method, path, body) => api(method, `/api/s/${app.sid}${path}`, bod
 function showMessage(text, kind = "error") {
   const box = $("#message");
   box.textContent = text;
+  box.title = text; // the line may be cut short on a narrow window
   box.className = kind;
   box.hidden = false;
   clearTimeout(showMessage.timer);
@@ -223,7 +224,7 @@ class View {
       if (!drag.moved) { this.click(this.toArray(ev)); return; }
       const box = drag.box;
       if (!box || box[2] - box[0] < 2 || box[3] - box[1] < 2) { this.draw(); return; }
-      if (drag.resize) editBox(drag.resize, box); else addBox(this, box);
+      if (drag.resize) editBox(drag.resize, box); else if (correcting(this)) correctSlice(this, box); else addBox(this, box);
     };
     window.addEventListener("mousemove", move);
     window.addEventListener("mouseup", up);
@@ -290,6 +291,19 @@ async function editBox(oid, box) {
   });
   redrawAll();
 }
+// "correct" mode: a box on a propagated slice of the selected object replaces its mask there
+function correcting(view) {
+  const o = selectedObject();
+  return $("#correct-mode").checked && !!o && !!o.span && o.axis === view.axis && view.index >= o.span[0] && view.index <= o.span[1];
+}
+async function correctSlice(view, box) {
+  const oid = app.selected;
+  await withBusy(async () => {
+    setSummary(await sapi("PUT", `/objects/${oid}`, { box, index: view.index, model: $("#model").value }));
+    showMessage(`corrected ${AXIS_NAMES[view.axis]} slice ${view.index} of object #${oid}`, "info");
+  });
+  redrawAll();
+}
 async function deleteObject(oid) {
   await withBusy(async () => { setSummary(await sapi("DELETE", `/objects/${oid}`)); if (app.selected === oid) select(null); });
 }
@@ -323,6 +337,7 @@ function updatePropagateBox() {
   const o = selectedObject();
   const running = app.summary && app.summary.job && app.summary.job.state === "running";
   $("#propagate-box").hidden = !(app.summary && app.summary.scan && !app.summary.scan.is_2d && (o || running));
+  $("#correct-row").hidden = !(o && o.span);
   if (!o) return;
   const a = Number($("#prop-first").value), b = Number($("#prop-last").value);
   const mid = Math.floor((b - a) / 2 + a);
@@ -531,6 +546,7 @@ async function start() {
   if (!app.config) return;
   $("#model").replaceChildren(...app.config.models.map((m) => new Option(m, m)));
   $("#model").value = app.config.default_model;
+  $("#backend").textContent = `${app.config.backend}${app.config.precision === "f32" ? "" : " " + app.config.precision}`;
   let summary = null;
   const saved = sessionStorage.getItem("medficient-session");
   if (saved) { app.sid = saved; summary = await api("GET", `/api/s/${saved}`).catch(() => null); }
