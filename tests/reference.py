@@ -56,6 +56,15 @@ def rule_state_dict(name: str, prefix: str = "") -> dict[str, torch.Tensor]:
     }
 
 
+def write_rule_checkpoints(folder: Path) -> dict[str, Path]:
+    """Rule weights of every model as plain .pth files (loaded back through the public loader)."""
+    paths = {}
+    for name in NAMES:
+        paths[name] = Path(folder) / f"{name}.pth"
+        torch.save(rule_state_dict(name), paths[name])
+    return paths
+
+
 def golden(name: str) -> dict[str, np.ndarray]:
     with np.load(REFERENCE / f"{name}.golden.npz") as z:
         return {k: z[k] for k in z.files}

@@ -12,8 +12,8 @@ from reference import (
     read_keys,
     reference_input,
     requires_reference,
-    rule_state_dict,
     warm_up,
+    write_rule_checkpoints,
 )
 
 pytestmark = requires_reference
@@ -30,13 +30,7 @@ PARAMS = {  # reference README: total, image encoder
 
 @pytest.fixture(scope="module")
 def rule_checkpoints(tmp_path_factory):
-    """Rule weights written as plain .pth files, loaded back through the public loader."""
-    folder = tmp_path_factory.mktemp("rule_weights")
-    paths = {}
-    for name in NAMES:
-        paths[name] = folder / f"{name}.pth"
-        torch.save(rule_state_dict(name), paths[name])
-    return paths
+    return write_rule_checkpoints(tmp_path_factory.mktemp("rule_weights"))
 
 
 def run_golden_forward(model, size: int, box: np.ndarray):

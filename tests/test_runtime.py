@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from medficient.inference.cases import Case, atomic_savez
 from medficient.inference.engine import TorchEngine, open_engine
@@ -20,7 +19,7 @@ from medficient.runtime.cache import ExportKey, check_export, checkpoint_sha256,
 from medficient.runtime.engines import open_graphs
 from medficient.samples import coins_case, mni152_case
 from medficient.weights import LITE_MEDSAM_SHA256, default_weights_path
-from reference import NAMES, assert_close_big, golden, reference_input, requires_reference, rule_state_dict
+from reference import NAMES, assert_close_big, golden, reference_input, requires_reference, write_rule_checkpoints
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -34,11 +33,7 @@ IOU_TOL = 1e-4
 def rule_home(tmp_path_factory):
     """A private cache (MEDFICIENT_HOME) and rule-weight checkpoints for the round trips."""
     home = tmp_path_factory.mktemp("home")
-    checkpoints = {}
-    for name in NAMES:
-        checkpoints[name] = home / f"{name}.pth"
-        torch.save(rule_state_dict(name), checkpoints[name])
-    return home, checkpoints
+    return home, write_rule_checkpoints(home)
 
 
 @requires_reference
