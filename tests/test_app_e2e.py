@@ -364,3 +364,24 @@ def test_tabs_cancel_disconnect_and_bad_file(server, browser, data_dir):
     assert _get(f"{server}/api/s/{sid}")["objects"][-1]["span"] == [5, 9]
     assert _get(f"{server}/api/config")["models"] == ["lite_medsam"]
 
+
+
+def test_duplicated_tab_gets_its_own_session_and_reload_keeps_it(server, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        first = context.new_page()
+        first.goto(server)
+        first.wait_for_function("() => app.sid !== null")
+        sid = first.evaluate("() => app.sid")
+        # a duplicated tab starts with a copy of its source's sessionStorage
+        twin = context.new_page()
+        twin.add_init_script(f"sessionStorage.setItem('medficient-session', {json.dumps(sid)})")
+        twin.goto(server)
+        twin.wait_for_function("() => app.sid !== null")
+        assert twin.evaluate("() => app.sid") != sid
+        assert twin.evaluate("() => sessionStorage.getItem('medficient-session')") != sid
+        first.reload()
+        first.wait_for_function("() => app.sid !== null")
+        assert first.evaluate("() => app.sid") == sid  # a reload keeps its tab's work
+    finally:
+        context.close()

@@ -539,6 +539,21 @@ async function save() {
 }
 
 // -- start ---------------------------------------------------------------------------------------
+// A duplicated browser tab inherits its source's sessionStorage, session id included: before
+// reusing a saved id, ask the other open tabs whether one of them holds it (a reload finds none).
+const tabs = new BroadcastChannel("medficient-tabs");
+tabs.addEventListener("message", (e) => { if (e.data.ask && e.data.ask === app.sid) tabs.postMessage({ held: app.sid }); });
+
+function heldByAnotherTab(sid) {
+  return new Promise((resolve) => {
+    const done = (held) => { clearTimeout(timer); tabs.removeEventListener("message", onReply); resolve(held); };
+    const onReply = (e) => { if (e.data.held === sid) done(true); };
+    const timer = setTimeout(() => done(false), 250);
+    tabs.addEventListener("message", onReply);
+    tabs.postMessage({ ask: sid });
+  });
+}
+
 async function start() {
   app.views = [...document.querySelectorAll(".view")].map((el) => new View(el));
   app.views[0].el.classList.add("active");
@@ -549,7 +564,7 @@ async function start() {
   $("#backend").textContent = `${app.config.backend}${app.config.precision === "f32" ? "" : " " + app.config.precision}`;
   let summary = null;
   const saved = sessionStorage.getItem("medficient-session");
-  if (saved) { app.sid = saved; summary = await api("GET", `/api/s/${saved}`).catch(() => null); }
+  if (saved && !(await heldByAnotherTab(saved))) { app.sid = saved; summary = await api("GET", `/api/s/${saved}`).catch(() => null); }
   if (!summary) { summary = await guard(() => api("POST", "/api/sessions")); if (!summary) return; }
   app.sid = summary.session;
   sessionStorage.setItem("medficient-session", app.sid);
