@@ -74,10 +74,6 @@ class EnginePool:
             if name not in self.engines:
                 from ..inference.engine import open_engine
 
-                if self.backend == "torch" and self.threads:
-                    import torch
-
-                    torch.set_num_threads(self.threads)
                 engine = open_engine(self.backend, name, self.checkpoints[name], self.precision, self.threads, self.device, self.trust_pickle)
                 self.engines[name] = SerialEngine(engine)
             return self.engines[name]

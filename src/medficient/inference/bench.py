@@ -41,10 +41,6 @@ def parse_mode(mode: str) -> tuple[str, str, bool]:
 
 def _engine(mode: str, model: str, checkpoint: str | None, threads: int | None):
     backend, precision, _ = parse_mode(mode)
-    if backend == "torch" and threads:
-        import torch
-
-        torch.set_num_threads(threads)
     from .engine import open_engine
 
     return open_engine(backend, model, checkpoint, precision, threads)
@@ -99,18 +95,10 @@ def _spawn(job: str, target: str, mode: str, args, tmp: str, tag: str) -> dict:
     return result
 
 
-def object_dice(segs: np.ndarray, reference: np.ndarray) -> list[float]:
-    """DSC of each object of the reference (labels 1..max) against the same label in segs."""
-    scores = []
-    for label in range(1, int(reference.max()) + 1):
-        a, b = segs == label, reference == label
-        denom = int(a.sum()) + int(b.sum())
-        scores.append(2.0 * int(np.logical_and(a, b).sum()) / denom if denom else 1.0)
-    return scores
-
-
 def _agreement(segs: np.ndarray, reference: np.ndarray) -> dict:
-    dice = object_dice(segs, reference) or [1.0]
+    from ..samples import dice_per_label
+
+    dice = dice_per_label(segs, reference) or [1.0]
     return {"voxels_differing": int((segs != reference).sum()), "dsc_median": statistics.median(dice), "dsc_min": min(dice)}
 
 

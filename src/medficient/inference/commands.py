@@ -86,8 +86,6 @@ def load_engine(args: argparse.Namespace):
 
         from ..checkpoint import CheckpointError
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
         if args.device == "cuda" and not torch.cuda.is_available():
             raise SystemExit("medficient: --device cuda asked for, but this torch has no CUDA device")
         errors: tuple = (CheckpointError, WeightsUnavailable, ValueError)

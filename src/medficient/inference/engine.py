@@ -2,7 +2,7 @@
 
 The pipeline talks to an engine in numpy only, so the torch engine and the exported
 (OpenVINO/ONNX) engines are interchangeable. `OpenVINOEngine` and `OnnxEngine` live in
-`medficient.runtime.engines` (imported from here on first use); `open_engine` picks by backend.
+`medficient.runtime.engines`; `open_engine` picks by backend.
 """
 from __future__ import annotations
 
@@ -96,6 +96,10 @@ def open_engine(
     if backend == "torch":
         if precision != "f32":
             raise ValueError(f"the torch backend runs f32 only (asked for {precision}); use --backend openvino")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchEngine.load(name, checkpoint, device, trust_pickle=trust_pickle)
     from ..runtime.engines import OnnxEngine, OpenVINOEngine
 
@@ -104,10 +108,3 @@ def open_engine(
         raise ValueError(f"unknown backend {backend!r}; choose one of openvino, onnxruntime, torch")
     return classes[backend].load(name, checkpoint, precision=precision, threads=threads, trust_pickle=trust_pickle)
 
-
-def __getattr__(name: str):
-    if name in ("OpenVINOEngine", "OnnxEngine", "ExportedEngine"):
-        from ..runtime import engines
-
-        return getattr(engines, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

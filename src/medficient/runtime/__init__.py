@@ -7,15 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 
-BACKENDS = ("openvino", "onnxruntime", "torch")
-
-
-def backend_available(backend: str) -> bool:
-    """Whether the backend's library is installed (cheap: nothing is imported)."""
-    module = {"openvino": "openvino", "onnxruntime": "onnxruntime", "torch": "torch"}[backend]
-    return importlib.util.find_spec(module) is not None
-
-
 def default_backend() -> str:
-    """OpenVINO when installed, else torch."""
-    return "openvino" if backend_available("openvino") else "torch"
+    """OpenVINO when installed, else torch (cheap: nothing is imported)."""
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"

@@ -115,7 +115,7 @@ def read_manifest(directory: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def check_export(key: ExportKey, verify_hashes: bool = True, recheck: bool = False) -> str | None:
+def check_export(key: ExportKey, recheck: bool = False) -> str | None:
     """None when the cached export is usable; otherwise why not (missing, stale or corrupt).
 
     File hashes are checked once per file version: a stamp records the size and mtime of files
@@ -144,7 +144,7 @@ def check_export(key: ExportKey, verify_hashes: bool = True, recheck: bool = Fal
         if st.st_size != sizes.get(name):
             return f"corrupt: {name} has the wrong size"
         stats[name] = [st.st_size, st.st_mtime_ns, files[name]]
-    if not verify_hashes or (not recheck and _read_stamp(directory) == stats):
+    if not recheck and _read_stamp(directory) == stats:
         return None
     for name, digest in files.items():
         if sha256_file(directory / name) != digest:

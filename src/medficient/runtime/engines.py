@@ -44,7 +44,6 @@ class ExportedEngine:
     profile: Profile
     key: ExportKey
     stats: EngineStats = field(default_factory=EngineStats)
-    load_seconds: float = 0.0
 
     fmt = "openvino"
     backend = "openvino"
@@ -60,7 +59,6 @@ class ExportedEngine:
         build: bool = True,
         log=_log,
     ) -> "ExportedEngine":
-        t0 = time.perf_counter()
         if name not in PROFILES:
             raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(PROFILES)}")
         key = ExportKey(name, checkpoint_sha256(name, checkpoint), cls.fmt, precision)
@@ -68,9 +66,7 @@ class ExportedEngine:
             ensure_export(key, checkpoint, trust_pickle, log=log)
         elif (problem := check_export(key)) is not None:
             raise ExportError(f"no usable export of {name} ({problem}); run `medficient export`")
-        engine = cls(open_graphs(key, threads=threads), PROFILES[name], key)
-        engine.load_seconds = time.perf_counter() - t0
-        return engine
+        return cls(open_graphs(key, threads=threads), PROFILES[name], key)
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, S, S) float32 -> embedding (1, 256, 64, 64) float32 (a copy the caller owns)."""

@@ -30,7 +30,6 @@ from .cache import ONNX_OPSET, ExportError, ExportKey, ensure_export, install, s
 F32_RTOL = 1e-4
 F32_ATOL = 1e-4
 CALIBRATION_IMAGES = 48
-EXAMPLE_BOXES = 3  # >1: the decoder must be traced with a batch that is not the embedding's
 
 
 class DecoderGraph(nn.Module):
@@ -81,7 +80,8 @@ def example_inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
     profile = Profile(image_size=size, resize="area", prompt_space=size, propagation="litemedsam", logits_upsample="crop")
     x, _ = preprocess(image, profile)
     s = size / 256
-    boxes = np.array([[60, 70, 180, 200], [20, 30, 120, 110], [100, 90, 240, 250]], np.float32)[:EXAMPLE_BOXES] * s
+    # three boxes: the decoder must be traced with a batch that is not the embedding's
+    boxes = np.array([[60, 70, 180, 200], [20, 30, 120, 110], [100, 90, 240, 250]], np.float32) * s
     return x, np.floor(boxes).astype(np.float32)
 
 

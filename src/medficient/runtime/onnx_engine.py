@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import OnnxEngine  # noqa: F401  (the engine class lives with the other engines)
-
 
 class OnnxGraphs:
     def __init__(self, folder: Path, threads: int | None = None):

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import OpenVINOEngine  # noqa: F401  (the engine class lives with the other engines)
-
 
 class OpenVINOGraphs:
     """The two compiled models and one infer request each (latency hint, one stream).
@@ -29,14 +27,6 @@ class OpenVINOGraphs:
         self.decoder = core.compile_model(str(folder / "decoder.xml"), "CPU", config)
         self._encode = self.encoder.create_infer_request()
         self._decode = self.decoder.create_infer_request()
-
-    @property
-    def threads(self) -> int:
-        return int(self.encoder.get_property("INFERENCE_NUM_THREADS"))
-
-    @property
-    def inference_precision(self) -> str:
-        return str(self.encoder.get_property("INFERENCE_PRECISION_HINT"))
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         self._encode.infer({0: image})
