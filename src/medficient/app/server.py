@@ -426,7 +426,7 @@ def create_app(config: AppConfig) -> FastAPI:
             raise HTTPException(400, f"{rel}: is a folder")
         with session.lock:
             objects = session.objects
-        guarded(save_labels, target, body.format, scan, session.label_map(), objects)
+        guarded(save_labels, target, body.format, scan, session.label_map(objects), objects)
         path = rel_path(target)
         return {"path": path, "download": f"/api/download?path={path}"}
 

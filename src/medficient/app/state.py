@@ -217,12 +217,13 @@ class Session:
             obj.paint_plane(out, axis, index, obj.label)
         return out
 
-    def label_map(self) -> np.ndarray:
-        """(D, H, W) uint16 label map of the whole scan."""
+    def label_map(self, objects: list | None = None) -> np.ndarray:
+        """(D, H, W) uint16 label map of the whole scan (of `objects`, a snapshot, when given)."""
         scan = self.require_scan()
         out = np.zeros(scan.shape, dtype=np.uint16)
-        with self.lock:
-            objects = self.objects
+        if objects is None:
+            with self.lock:
+                objects = self.objects
         for obj in objects:
             obj.paint(out, obj.label)
         return out

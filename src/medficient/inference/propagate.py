@@ -25,21 +25,29 @@ def _write_labels(segs: np.ndarray, masks: np.ndarray, labels: list[int]) -> Non
         np.maximum(segs, label, out=segs, where=mask)
 
 
-def object_masks(engine, image: np.ndarray, boxes: np.ndarray, batched: bool = True) -> np.ndarray:
-    """Image (H, W[, 3]) uint8, boxes (N, 4) -> one boolean mask per box (N, H, W), before any
-    overlap is resolved (training validation scores each object on its own)."""
+def _mask_chunks(engine, image: np.ndarray, boxes: np.ndarray, batched: bool):
+    """One encoding, then (first box index, boolean masks (n, H, W)) per decoder call."""
     x, geom = preprocess(image, engine.profile)
     embedding = engine.encode(x)
     prompts = map_boxes(boxes, geom)
     step = DECODE_CHUNK if batched else 1
-    chunks = [logits_to_masks(engine.decode(embedding, prompts[i : i + step]), geom, engine.profile) for i in range(0, len(prompts), step)]
+    for start in range(0, len(prompts), step):
+        yield start, logits_to_masks(engine.decode(embedding, prompts[start : start + step]), geom, engine.profile)
+
+
+def object_masks(engine, image: np.ndarray, boxes: np.ndarray, batched: bool = True) -> np.ndarray:
+    """Image (H, W[, 3]) uint8, boxes (N, 4) -> one boolean mask per box (N, H, W), before any
+    overlap is resolved (training validation scores each object on its own)."""
+    chunks = [masks for _, masks in _mask_chunks(engine, image, boxes, batched)]
     return np.concatenate(chunks) if chunks else np.zeros((0, *image.shape[:2]), bool)
 
 
 def segment_2d(engine, image: np.ndarray, boxes: np.ndarray, batched: bool = True) -> np.ndarray:
-    """Image (H, W[, 3]) uint8, boxes (N, 4) -> label map (H, W) uint16, label i = box i."""
+    """Image (H, W[, 3]) uint8, boxes (N, 4) -> label map (H, W) uint16, label i = box i.
+    Masks are written a decoder call at a time, so memory does not grow with the number of boxes."""
     segs = np.zeros(image.shape[:2], dtype=np.uint16)
-    _write_labels(segs, object_masks(engine, image, boxes, batched), list(range(1, len(boxes) + 1)))
+    for start, masks in _mask_chunks(engine, image, boxes, batched):
+        _write_labels(segs, masks, list(range(start + 1, start + 1 + len(masks))))
     return segs
 
 

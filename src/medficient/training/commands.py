@@ -35,10 +35,10 @@ def _load(args: argparse.Namespace):
     from .config import ConfigError, load_config
 
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
-    cfg = load_config(args.config, [f"task={args.task}"] + overrides) if _task_matches(args) else None
-    if cfg is None:
-        raise ConfigError(f"{args.config}: a `{_file_task(args.config)}` config cannot run as `train {args.task}`")
-    return cfg
+    task = _file_task(args.config)
+    if task not in (None, args.task):
+        raise ConfigError(f"{args.config}: a `{task}` config cannot run as `train {args.task}`")
+    return load_config(args.config, [f"task={args.task}"] + overrides)
 
 
 def _file_task(path: str) -> str | None:
@@ -50,11 +50,6 @@ def _file_task(path: str) -> str | None:
     except (OSError, yaml.YAMLError):
         return None  # load_config reports it
     return raw.get("task") if isinstance(raw, dict) else None
-
-
-def _task_matches(args: argparse.Namespace) -> bool:
-    task = _file_task(args.config)
-    return task is None or task == args.task
 
 
 def _errors():

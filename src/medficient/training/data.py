@@ -285,7 +285,6 @@ class BalancedSampler(Sampler):
             raise ValueError("no training items")
         names = sorted(set(groups))
         self.members = [np.flatnonzero(np.array(groups) == n) for n in names]
-        self.modalities = names
         n = samples_per_epoch or len(groups)
         self.total = max(batch_size, (n // batch_size) * batch_size)  # whole global batches only
         self.balanced, self.seed, self.rank, self.world = balanced, seed, rank, world_size

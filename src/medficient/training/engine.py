@@ -312,7 +312,7 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
                         "config": cfg.to_dict(),
                     }
                     atomic_torch_save(state, out / "last.pt")
-                    if cfg.train.keep_every and step % cfg.train.keep_every == 0:
+                    if keep:
                         atomic_torch_save(state, out / f"checkpoint-{step:07d}.pt")
                 _barrier(d)
             if done:

@@ -93,8 +93,7 @@ def build_teacher(mc: ModelConfig) -> Sam:
     (random encoder unless `checkpoint` is given: for tests of the machinery only)."""
     if mc.encoder or mc.image_size:
         teacher = build_student(mc)
-        teacher.spec = get_spec(mc.model)  # type: ignore[attr-defined]
-        teacher.spec = dataclasses.replace(teacher.spec, profile=profile_of(mc))  # type: ignore[attr-defined]
+        teacher.spec = dataclasses.replace(get_spec(mc.model), profile=profile_of(mc))  # type: ignore[attr-defined]
     else:
         teacher = build_model(mc.model, mc.checkpoint, trust_pickle=mc.trust_checkpoint)
     for p in teacher.parameters():
