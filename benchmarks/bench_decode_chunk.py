@@ -1,4 +1,4 @@
-"""Decoder time per box for different batch sizes (how many boxes one mask-decoder call takes).
+"""Decoder time per box for different batch sizes (how many boxes one mask-decoder call takes), OpenVINO f32.
 
 Usage: .venv/bin/python benchmarks/bench_decode_chunk.py [--boxes 24] [--repeat 5]
 """
@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from medficient.inference.engine import TorchEngine
-from medficient.inference.preprocess import preprocess
-from medficient.samples import coins_case
+from MedSAMLiteLib.headless.samples import coins_case
+from MedSAMLiteLib.model_store import load_backend
+from MedSAMLiteLib.preprocess import preprocess
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     case = coins_case()
-    engine = TorchEngine.load("lite_medsam")
+    engine = load_backend("litemedsam")
     x, geom = preprocess(case["imgs"], engine.profile)
     emb = engine.encode(x)
     prompts = np.resize(case["boxes"].astype(np.float32) * (256 / 384), (args.boxes, 4))

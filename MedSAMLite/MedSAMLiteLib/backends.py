@@ -1,0 +1,77 @@
+"""A backend runs one network's two halves on the CPU with OpenVINO: encode an image, decode boxes.
+
+Every backend (LiteMedSAM, MedficientSAM L0/L1/L2, RepViT-MedSAM, MedSAM ViT-B) is the same class:
+a preprocessing profile plus a compiled encoder/decoder pair from the model store. The segmenter
+talks to it in numpy only.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .profiles import Profile
+
+PRECISIONS = ("f32", "bf16")
+
+
+@dataclass
+class BackendStats:
+    """Call counts and seconds spent in each half (benchmarks, the panel's status line)."""
+
+    encoder_calls: int = 0
+    decoder_calls: int = 0
+    encoder_seconds: float = 0.0
+    decoder_seconds: float = 0.0
+    boxes_decoded: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+class OpenVINOBackend:
+    """Compiled encoder and decoder of one converted model, one infer request each.
+
+    The precision hint is always explicit: the CPU plugin would otherwise pick bf16 on CPUs that
+    have it. `cache_dir` is OpenVINO's compiled-model cache: later start-ups load compiled blobs.
+    """
+
+    def __init__(self, name: str, profile: Profile, encoder_xml: Path, decoder_xml: Path, precision: str = "f32",
+                 threads: int | None = None, cache_dir: Path | None = None) -> None:
+        import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        core = ov.Core()
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.name, self.profile, self.precision = name, profile, precision
+        self.stats = BackendStats()
+        self._encode = core.compile_model(str(encoder_xml), "CPU", config).create_infer_request()
+        self._decode = core.compile_model(str(decoder_xml), "CPU", config).create_infer_request()
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) float32 -> embedding (1, 256, 64, 64) float32, a copy the caller owns
+        (the request reuses its output buffer: caching the buffer itself would alias slices)."""
+        t0 = time.perf_counter()
+        self._encode.infer({0: np.ascontiguousarray(image, dtype=np.float32)})
+        emb = self._encode.get_output_tensor(0).data.copy()
+        self.stats.encoder_calls += 1
+        self.stats.encoder_seconds += time.perf_counter() - t0
+        return emb
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) in prompt space against one embedding -> low-res logits (N, 1, 256, 256)."""
+        t0 = time.perf_counter()
+        boxes = np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4))
+        self._decode.infer({0: np.ascontiguousarray(embedding, dtype=np.float32), 1: boxes})
+        logits = self._decode.get_output_tensor(0).data.copy()
+        self.stats.decoder_calls += 1
+        self.stats.boxes_decoded += len(boxes)
+        self.stats.decoder_seconds += time.perf_counter() - t0
+        return logits

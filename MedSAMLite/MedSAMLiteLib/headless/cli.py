@@ -1,0 +1,50 @@
+"""`medsamlite`: the headless command on the extension's core (no Slicer, no torch).
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets `func`
+(taking the parsed args, returning an exit status).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from . import commands, format_commands
+
+_NUMBERS = re.compile(r"^-?\d+(\.\d*)?(,-?\d+(\.\d*)?)+$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medsamlite", description="Box-prompted medical image segmentation on a CPU.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.register(sub)
+    format_commands.register(sub)
+    return parser
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--box -59,-91,...`: argparse takes a value starting with '-' for an option; glue it on."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--box" and _NUMBERS.match(arg):
+            out[-1] = f"--box={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("medsamlite: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

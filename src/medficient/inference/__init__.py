@@ -1,1 +1,0 @@
-"""Box-prompted inference on challenge-format cases (2D images and 3D volumes)."""
