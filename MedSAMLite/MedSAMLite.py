@@ -18,7 +18,19 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-PRESETS = ("auto", "display", "abdomen", "lung", "brain", "mediastinum", "bone", "mr", "none")
+PRESETS = ("display", "abdomen", "lung", "brain", "mediastinum", "bone", "mr", "none")
+PRESET_LABELS = {
+    "auto": "Auto (window/level; RGB and 8-bit as they are)", "display": "Current window/level",
+    "abdomen": "CT abdomen (W400/L40)", "lung": "CT lung (W1500/L-600)", "brain": "CT brain (W80/L40)",
+    "mediastinum": "CT mediastinum (W350/L50)", "bone": "CT bone (W1800/L400)",
+    "mr": "MR (0.5-99.5 percentiles)", "none": "None (8-bit data as stored)",
+}
+MODE_LABELS = {"auto": "Auto (by ROI thickness)", "2d": "2D (current slice)", "3d": "3D (through the ROI)"}
+DEFAULT_BACKEND = "litemedsam"
+# 3D propagation stops after this many consecutive empty slices in each direction (0 = never, as the
+# published pipelines): beyond a structure's end the model sees nothing, and going on only costs time.
+DEFAULT_EMPTY_SLICE_LIMIT = 3
+DEPENDENCIES = {"openvino": "openvino", "cv2": "opencv-python-headless"}  # import name -> pip name
 
 
 class MedSAMLite(ScriptedLoadableModule):
@@ -41,7 +53,13 @@ class MedSAMLite(ScriptedLoadableModule):
 
 
 class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
-    """Thin panel: reads the controls and calls MedSAMLiteLogic.segment."""
+    """The panel: reads the controls into the parameter node and calls the Logic; never computes.
+
+    Segment starts the Logic's background run and a timer polls it on the main thread (progress,
+    the middle slice first, Cancel). Placing or moving the ROI starts a prefetch of its slices.
+    """
+
+    POLL_MS = 100
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -50,25 +68,289 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSAMLiteLogic()
-        for name in self.logic.backendNames():
-            self.ui.backendComboBox.addItem(name)
-        for name in PRESETS:
-            self.ui.presetComboBox.addItem(name)
-        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.run = None
+        self.prefetchTask = None
+        self._parameterNode = None
+        self._roiObserved = None
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(self.POLL_MS)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.prefetchTimer = qt.QTimer()
+        self.prefetchTimer.setSingleShot(True)
+        self.prefetchTimer.setInterval(500)  # wait until the user stops dragging the ROI
+        self.prefetchTimer.connect("timeout()", self.onPrefetch)
 
-    def onSegment(self):
-        preset = self.ui.presetComboBox.currentText
-        with slicer.util.tryWithErrorDisplay("MedSAMLite: segmentation failed.", waitCursor=True):
-            segmentId = self.logic.segment(
-                self.ui.volumeSelector.currentNode(),
-                self.ui.roiSelector.currentNode(),
-                self.ui.segmentationSelector.currentNode(),
-                backend=self.ui.backendComboBox.currentText,
-                preset=None if preset == "auto" else preset,
-                segmentId=self.ui.segmentSelector.currentSegmentID() or None,
-            )
-            self.ui.segmentSelector.setCurrentSegmentID(segmentId)
-            self.ui.statusLabel.text = self.logic.lastStatus
+        for name, label in PRESET_LABELS.items():
+            self.ui.presetComboBox.addItem(label, name)
+        for name, label in MODE_LABELS.items():
+            self.ui.modeComboBox.addItem(label, name)
+        self.ui.emptySlicesSpinBox.value = DEFAULT_EMPTY_SLICE_LIMIT
+        self.refreshBackends()
+
+        for selector in (self.ui.volumeSelector, self.ui.roiSelector, self.ui.segmentationSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateParameterNodeFromGUI)
+        for combo in (self.ui.backendComboBox, self.ui.presetComboBox, self.ui.modeComboBox):
+            combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.emptySlicesSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.zoomCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentOrCancel)
+        self.ui.placeRoiButton.connect("clicked(bool)", self.onPlaceRoi)
+        self.ui.roiOnSliceButton.connect("clicked(bool)", self.onRoiOnCurrentSlice)
+        self.ui.downloadButton.connect("clicked(bool)", self.onDownload)
+        self.ui.importCheckpointButton.connect("clicked(bool)", self.onImportCheckpoint)
+        self.ui.showCacheButton.connect("clicked(bool)", self.onShowCache)
+        self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.updateDependencies()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.removeObservers()
+        self.cancelWork()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def onSceneStartClose(self, caller, event):
+        self.cancelWork()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node: the panel state lives in the scene, so a saved scene restores it ---------------
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.logic.setDefaultParameters(node)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        node = self._parameterNode
+        if node is None or self._updatingParameterNode:
+            return
+        self._updatingGUI = True
+        try:
+            self.ui.volumeSelector.setCurrentNode(node.GetNodeReference("InputVolume"))
+            self.ui.roiSelector.setCurrentNode(node.GetNodeReference("ROI"))
+            self.ui.segmentationSelector.setCurrentNode(node.GetNodeReference("Segmentation"))
+            self.ui.segmentSelector.setCurrentSegmentID(node.GetParameter("SegmentID"))
+            for combo, key in ((self.ui.backendComboBox, "Backend"), (self.ui.presetComboBox, "Preset"), (self.ui.modeComboBox, "Mode")):
+                index = combo.findData(node.GetParameter(key))
+                if index >= 0:
+                    combo.currentIndex = index
+            self.ui.emptySlicesSpinBox.value = int(node.GetParameter("EmptySliceLimit") or DEFAULT_EMPTY_SLICE_LIMIT)
+            self.ui.zoomCheckBox.checked = node.GetParameter("Zoom") == "true"
+            self.observeRoi(node.GetNodeReference("ROI"))
+        finally:
+            self._updatingGUI = False
+        self.updateButtons()
+
+    _updatingGUI = False
+    _updatingParameterNode = False
+
+    def updateParameterNodeFromGUI(self, *args):
+        node = self._parameterNode
+        if node is None or self._updatingGUI:
+            return
+        self._updatingParameterNode = True
+        wasModifying = node.StartModify()
+        try:
+            node.SetNodeReferenceID("InputVolume", self.ui.volumeSelector.currentNodeID)
+            node.SetNodeReferenceID("ROI", self.ui.roiSelector.currentNodeID)
+            node.SetNodeReferenceID("Segmentation", self.ui.segmentationSelector.currentNodeID)
+            node.SetParameter("SegmentID", self.ui.segmentSelector.currentSegmentID() or "")
+            node.SetParameter("Backend", self.ui.backendComboBox.currentData or "")
+            node.SetParameter("Preset", self.ui.presetComboBox.currentData or "auto")
+            node.SetParameter("Mode", self.ui.modeComboBox.currentData or "auto")
+            node.SetParameter("EmptySliceLimit", str(self.ui.emptySlicesSpinBox.value))
+            node.SetParameter("Zoom", "true" if self.ui.zoomCheckBox.checked else "false")
+        finally:
+            node.EndModify(wasModifying)
+            self._updatingParameterNode = False
+        self.observeRoi(self.ui.roiSelector.currentNode())
+        self.updateButtons()
+        self.prefetchTimer.start()
+
+    def observeRoi(self, roi):
+        if roi is self._roiObserved:
+            return
+        if self._roiObserved is not None:
+            self.removeObserver(self._roiObserved, slicer.vtkMRMLMarkupsNode.PointModifiedEvent, self.onRoiModified)
+        self._roiObserved = roi
+        if roi is not None:
+            self.addObserver(roi, slicer.vtkMRMLMarkupsNode.PointModifiedEvent, self.onRoiModified)
+
+    def onRoiModified(self, caller=None, event=None):
+        self.prefetchTimer.start()
+
+    def updateButtons(self):
+        running = self.run is not None
+        self.ui.segmentButton.text = "Cancel" if running else "Segment"
+        ready = all(s.currentNode() is not None for s in (self.ui.volumeSelector, self.ui.roiSelector, self.ui.segmentationSelector))
+        self.ui.segmentButton.enabled = running or (ready and not self.logic.missingDependencies())
+        self.ui.progressBar.visible = running
+
+    # -- segment -----------------------------------------------------------------------------------------
+    def request(self):
+        """The Logic's arguments from the parameter node."""
+        node = self._parameterNode
+        return dict(
+            volumeNode=node.GetNodeReference("InputVolume"), roiNode=node.GetNodeReference("ROI"),
+            segmentationNode=node.GetNodeReference("Segmentation"), segmentId=node.GetParameter("SegmentID") or None,
+            backend=node.GetParameter("Backend") or DEFAULT_BACKEND,
+            preset=None if node.GetParameter("Preset") in ("", "auto") else node.GetParameter("Preset"),
+            mode=node.GetParameter("Mode") or "auto", emptySliceLimit=int(node.GetParameter("EmptySliceLimit") or 0),
+            zoom=node.GetParameter("Zoom") == "true", slicePoint=self.currentSlicePoint(),
+        )
+
+    def currentSlicePoint(self):
+        """RAS position of the Red slice view's plane (the "current slice" of 2D mode)."""
+        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        return [sliceNode.GetSliceToRAS().GetElement(i, 3) for i in range(3)]
+
+    def onSegmentOrCancel(self):
+        if self.run is not None:
+            self.run.cancel()
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        self.cancelPrefetch()
+        self.logic.undoHook = self.segmentEditorUndoHook()
+        with slicer.util.tryWithErrorDisplay("MedSAMLite: could not start.", waitCursor=True):
+            self.run = self.logic.startSegment(**self.request())
+            self.ui.progressBar.maximum = max(1, self.run.task.progress.total)
+            self.ui.progressBar.value = 0
+            self.pollTimer.start()
+        self.updateButtons()
+
+    def onPoll(self):
+        run = self.run
+        try:
+            finished = self.logic.poll(run)
+        except Exception as e:  # noqa: BLE001 - shown as one line, never a traceback in the user's face
+            finished = True
+            slicer.util.errorDisplay(f"MedSAMLite: {e}")
+        self.ui.progressBar.value = run.task.progress.done
+        self.ui.statusLabel.text = self.logic.lastStatus if finished else run.task.status()
+        if finished:
+            self.pollTimer.stop()
+            self.run = None
+            if run.segmentId:
+                self.ui.segmentSelector.setCurrentSegmentID(run.segmentId)
+            self.updateButtons()
+
+    def segmentEditorUndoHook(self):
+        """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one
+        Segment is one step of its undo (Ctrl+Z). Otherwise the Logic uses MRML scene undo."""
+        try:
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        except AttributeError:
+            return None
+        if editor.segmentationNode() is not self.ui.segmentationSelector.currentNode():
+            return None
+        self.logic.editorNode = editor.mrmlSegmentEditorNode()
+        return editor.saveStateForUndo
+
+    def cancelWork(self):
+        self.cancelPrefetch()
+        if self.run is not None:
+            self.run.cancel()
+            self.run.task.wait()
+            self.logic.poll(self.run)
+            self.run = None
+            self.pollTimer.stop()
+
+    # -- prefetch ----------------------------------------------------------------------------------------
+    def onPrefetch(self):
+        if self.run is not None or self.logic.missingDependencies():
+            return
+        self.cancelPrefetch()
+        try:
+            request = self.request()
+            self.prefetchTask = self.logic.startPrefetch(request["volumeNode"], request["roiNode"], request["backend"], request["preset"])
+        except Exception:  # noqa: BLE001 - incomplete inputs while the user is still setting up: nothing to do
+            self.prefetchTask = None
+
+    def cancelPrefetch(self):
+        if self.prefetchTask is not None:
+            self.prefetchTask.cancel()
+            self.prefetchTask = None
+
+    # -- ROI helpers -------------------------------------------------------------------------------------
+    def onPlaceRoi(self):
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "MedSAMLite ROI")
+        self.ui.roiSelector.setCurrentNode(roi)
+        slicer.modules.markups.logic().SetActiveList(roi)
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction.SetCurrentInteractionMode(interaction.Place)
+
+    def onRoiOnCurrentSlice(self):
+        with slicer.util.tryWithErrorDisplay("MedSAMLite: no ROI to flatten.", waitCursor=False):
+            self.logic.flattenRoiToSlice(self.ui.roiSelector.currentNode(), self.ui.volumeSelector.currentNode(), self.currentSlicePoint())
+
+    # -- models and dependencies -------------------------------------------------------------------------
+    def refreshBackends(self):
+        current = self.ui.backendComboBox.currentData
+        self.ui.backendComboBox.clear()
+        for name, (title, status) in self.logic.backendStates().items():
+            self.ui.backendComboBox.addItem(f"{title} ({status})", name)
+        index = self.ui.backendComboBox.findData(current or DEFAULT_BACKEND)
+        self.ui.backendComboBox.currentIndex = max(index, 0)
+
+    def onDownload(self):
+        with slicer.util.tryWithErrorDisplay("MedSAMLite: download failed.", waitCursor=True):
+            path = self.logic.downloadDefaultWeights()
+            self.ui.statusLabel.text = f"LiteMedSAM weights ready: {path}"
+        self.refreshBackends()
+
+    def onImportCheckpoint(self):
+        backend = self.ui.backendComboBox.currentData
+        path = qt.QFileDialog.getOpenFileName(self.parent, f"Checkpoint for {backend}", "", "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("MedSAMLite: import failed.", waitCursor=True):
+            self.logic.importCheckpoint(backend, path)
+            self.ui.statusLabel.text = f"{backend}: checkpoint imported and converted"
+        self.refreshBackends()
+
+    def onShowCache(self):
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.cacheFolder())))
+
+    def onClearCache(self):
+        if slicer.util.confirmOkCancelDisplay(f"Delete the converted models in {self.logic.cacheFolder()}? They are rebuilt on next use."):
+            self.logic.clearCache()
+            self.refreshBackends()
+
+    def updateDependencies(self):
+        missing = self.logic.missingDependencies()
+        self.ui.dependencyLabel.text = f"Needs the Python packages: {', '.join(missing)}" if missing else ""
+        self.ui.dependencyLabel.visible = self.ui.installDependenciesButton.visible = bool(missing)
+        self.updateButtons()
+
+    def onInstallDependencies(self):
+        """pip on the main thread (pip_install creates Qt objects); errors are shown, nothing hangs."""
+        missing = self.logic.missingDependencies()
+        if not missing or not slicer.util.confirmOkCancelDisplay(
+                f"Install {', '.join(missing)} into Slicer's Python? numpy and SimpleITK are not touched."):
+            return
+        with slicer.util.tryWithErrorDisplay("MedSAMLite: installing the dependencies failed.", waitCursor=True):
+            requirements = self.resourcePath("requirements.txt")
+            if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
+                slicer.packaging.pip_ensure(requirements)
+            else:
+                slicer.util.pip_install(["-r", requirements])
+        self.updateDependencies()
+        self.refreshBackends()
 
 
 class InputError(ValueError):
@@ -82,12 +364,26 @@ class SegmentJob:
         self.__dict__.update(fields)
 
 
+class SegmentRun:
+    """One Segment click in progress: the job, its worker task, and what `poll` has written so far."""
+
+    def __init__(self, job, task):
+        self.job, self.task = job, task
+        self.segmentId = job.segmentId
+        self.original = None  # the target segment's voxels before the first write (to restore on cancel)
+        self.written = False
+
+    def cancel(self):
+        self.task.cancel()
+
+
 class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     """Volume + ROI + segmentation nodes -> a segment, through the core's segmenter.
 
     Data flow: volume node -> array (k, j, i) and IJK-to-RAS -> canonical axial slices (D, H, W)
     -> preset (uint8 copy) -> ROI corners -> voxel box -> segmenter (cached embeddings) -> mask ->
-    back to (k, j, i) -> the segment. Runs without Slicer's Qt, so it is testable on slicer-core.
+    back to (k, j, i) -> the segment. `prepare` and `apply` touch MRML (main thread only); `run`
+    computes on any thread. Runs without Slicer's Qt, so it is testable on slicer-core.
     """
 
     def __init__(self):
@@ -95,29 +391,73 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         self._backends = {}
         self._prepared = None  # (image key, slices, geometry) of the last volume + preset
         self._cache = None
+        self._running = None
         self.lastStatus = ""
+        self.undoHook = None  # e.g. the Segment Editor's saveStateForUndo; None: MRML scene undo
+        self.editorNode = None  # a vtkMRMLSegmentEditorNode whose masking settings apply, if any
 
-    # -- backends ------------------------------------------------------------------------------
+    def setDefaultParameters(self, parameterNode):
+        defaults = {"Backend": DEFAULT_BACKEND, "Preset": "auto", "Mode": "auto", "EmptySliceLimit": str(DEFAULT_EMPTY_SLICE_LIMIT),
+                    "Zoom": "false"}
+        for key, value in defaults.items():
+            if not parameterNode.GetParameter(key):
+                parameterNode.SetParameter(key, value)
+
+    # -- dependencies and models -------------------------------------------------------------------------
     @staticmethod
-    def backendNames():
-        from MedSAMLiteLib.model_store import catalogue
+    def missingDependencies():
+        """pip names of the runtime packages that are not installed (the module loads without them)."""
+        import importlib.util
 
-        return list(catalogue())
+        return [pip for module, pip in DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
 
-    def segmenter(self, backend="litemedsam", precision="f32"):
-        """The core's Segmenter on `backend` (converted and compiled once per Logic)."""
+    @staticmethod
+    def backendStates():
+        """name -> (title, state) for the dropdown: ready, will download N MB, needs a checkpoint, ..."""
+        from MedSAMLiteLib.model_store import catalogue, model_status
+
+        return {name: (entry.title, model_status(name)) for name, entry in catalogue().items()}
+
+    @staticmethod
+    def downloadDefaultWeights():
+        from MedSAMLiteLib.model_store import DEFAULT_MODEL, fetch_weights
+
+        return fetch_weights(DEFAULT_MODEL, log=logging.info)
+
+    def importCheckpoint(self, backend, path):
+        from MedSAMLiteLib.model_store import import_checkpoint
+
+        self._backends = {k: v for k, v in self._backends.items() if k[0] != backend}
+        return import_checkpoint(backend, path)
+
+    @staticmethod
+    def cacheFolder():
+        from MedSAMLiteLib.model_store import home
+
+        return home()
+
+    def clearCache(self):
+        from MedSAMLiteLib.model_store import clear_cache
+
+        self._backends = {}
+        clear_cache()
+
+    def segmenter(self, backend=DEFAULT_BACKEND, precision="f32", zoom=False):
+        """The core's Segmenter on `backend` (converted and compiled once per Logic); `zoom` segments
+        small boxes in a crop around them (MedSAMLiteLib/zoom.py) instead of the whole slice."""
         from MedSAMLiteLib.embedding_cache import EmbeddingCache
         from MedSAMLiteLib.model_store import load_backend
         from MedSAMLiteLib.segmenter import Segmenter
+        from MedSAMLiteLib.zoom import ZoomRule
 
         if self._cache is None:
             self._cache = EmbeddingCache()
         key = (backend, precision)
         if key not in self._backends:
             self._backends[key] = load_backend(backend, precision, log=logging.info)
-        return Segmenter(self._backends[key], self._cache)
+        return Segmenter(self._backends[key], self._cache, zoom=ZoomRule() if zoom else None)
 
-    # -- reading MRML (main thread) -------------------------------------------------------------
+    # -- reading MRML (main thread) -------------------------------------------------------------------
     def _slices(self, volumeNode, preset):
         """Canonical uint8 slices of the volume under `preset`, prepared once per volume state."""
         from MedSAMLiteLib.geometry import Geometry
@@ -133,13 +473,10 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
                 f"volume '{volumeNode.GetName()}' has {components} components per voxel: "
                 "only scalar volumes and RGB images are supported (not 4D or multi-channel data)"
             )
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        matrix = slicer.util.arrayFromVTKMatrix(ijkToRas)
-        size = imageData.GetDimensions()
-        window = None
+        matrix = self._ijkToRas(volumeNode)
         if preset is None:
             preset = "none" if isVector or imageData.GetScalarType() == vtk.VTK_UNSIGNED_CHAR else "display"
+        window = None
         if preset == "display":
             display = volumeNode.GetDisplayNode()
             if display is None or not hasattr(display, "GetWindow"):
@@ -149,45 +486,47 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if self._prepared is not None and self._prepared[0] == key:
             return self._prepared
         try:
-            geometry = Geometry.from_ijk_to_ras(size, matrix)
+            geometry = Geometry.from_ijk_to_ras(imageData.GetDimensions(), matrix)
+            source = geometry.from_source_array(slicer.util.arrayFromVolume(volumeNode))  # a copy: the volume is only read
+            if preset == "none" or (isVector and source.dtype == np.uint8):
+                if source.dtype != np.uint8:
+                    raise ValueError(f"preset 'none' needs 8-bit data; the volume is {source.dtype}")
+                slices = source
+            else:
+                slices = apply_preset(source, window_wl=window) if window else apply_preset(source, preset=preset)
         except ValueError as e:
             raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
-        source = slicer.util.arrayFromVolume(volumeNode)  # a view: read only, never written
-        if isVector and preset not in ("none", None) and source.dtype == np.uint8:
-            preset = "none"
-        if preset == "display":
-            slices = apply_preset(geometry.from_source_array(source), window_wl=window)
-        elif preset == "none":
-            if source.dtype != np.uint8:
-                raise InputError(f"preset 'none' needs 8-bit data; volume '{volumeNode.GetName()}' is {source.dtype}")
-            slices = geometry.from_source_array(source)
-        else:
-            try:
-                slices = apply_preset(geometry.from_source_array(source), preset=preset)
-            except ValueError as e:
-                raise InputError(str(e)) from None
         self._prepared = (key, np.ascontiguousarray(slices), geometry)
         return self._prepared
 
     @staticmethod
-    def _roiCornersInVolumeRas(roiNode, volumeNode):
-        """The ROI's 8 corners, through the ROI's and the volume's parent transforms, in the volume's RAS."""
+    def _ijkToRas(volumeNode):
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
+    @staticmethod
+    def _worldToVolume(points, volumeNode):
+        """World points -> the volume's own RAS frame (through its parent transforms, linear or not)."""
+        transform = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volumeNode.GetParentTransformNode(), transform)
+        return np.array([transform.TransformPoint(*p) for p in points])
+
+    def _roiCornersInVolumeRas(self, roiNode, volumeNode):
+        """The ROI's 8 corners (its object frame is centred on it), in the volume's RAS."""
         from MedSAMLiteLib.roi import roi_corners
 
-        center = [0.0, 0.0, 0.0]
-        roiNode.GetCenter(center)
-        objectToWorld = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
-        # GetCenter is in the ROI node's local (parent) frame: make it object-frame relative
-        objectToNode = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToNodeMatrix())
-        centerInObject = np.linalg.solve(objectToNode, np.r_[center, 1.0])[:3]
-        corners = roi_corners(centerInObject, roiNode.GetSize(), objectToWorld)
-        worldToVolume = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volumeNode.GetParentTransformNode(), worldToVolume)
-        return np.array([worldToVolume.TransformPoint(*p) for p in corners])
+        corners = roi_corners((0.0, 0.0, 0.0), roiNode.GetSize(), slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix()))
+        return self._worldToVolume(corners, volumeNode)
 
-    def prepare(self, volumeNode, roiNode, segmentationNode, backend="litemedsam", preset=None, segmentId=None):
-        """Check the inputs and read what the computation needs from MRML (main thread)."""
-        from MedSAMLiteLib.roi import RoiError, box_from_points
+    def prepare(self, volumeNode, roiNode, segmentationNode=None, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
+                mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False, needSegmentation=True):
+        """Check the inputs and read what the computation needs from MRML (main thread).
+
+        mode "auto": 2D when the ROI is one slice thick, else 3D; "2d": the slice through `slicePoint`
+        (world RAS; default the ROI's centre) within the ROI's in-plane box; "3d": through the ROI.
+        """
+        from MedSAMLiteLib.roi import RoiError, SliceBox, box_from_points
 
         if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
             raise InputError("choose a scalar volume or an RGB image as input volume")
@@ -195,53 +534,224 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             raise InputError("the input is a labelmap; choose the image volume")
         if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
             raise InputError("place an ROI box (a Markups ROI) around the structure")
-        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
-            raise InputError("choose or create a segmentation for the result")
-        if segmentId and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-            raise InputError(f"segment '{segmentId}' is not in segmentation '{segmentationNode.GetName()}'")
-        if preset is not None and preset not in PRESETS[1:]:
-            raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS[1:])}")
+        if needSegmentation:
+            if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+                raise InputError("choose or create a segmentation for the result")
+            if segmentId and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+                raise InputError(f"segment '{segmentId}' is not in segmentation '{segmentationNode.GetName()}'")
+        if preset is not None and preset not in PRESETS:
+            raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        if mode not in MODE_LABELS:
+            raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(MODE_LABELS)}")
         imageKey, slices, geometry = self._slices(volumeNode, preset)
         try:
             box = box_from_points(self._roiCornersInVolumeRas(roiNode, volumeNode), geometry)
+            if mode == "2d":
+                point = slicePoint if slicePoint is not None else roiNode.GetCenterWorld()
+                z = geometry.world_to_index(self._worldToVolume([point], volumeNode))[0, 0]
+                z = int(np.clip(np.floor(z + 0.5), 0, geometry.shape[0] - 1))
+                box = SliceBox(box.x0, box.y0, z, box.x1, box.y1, z)
         except RoiError as e:
             raise InputError(f"ROI '{roiNode.GetName()}': {e}") from None
         return SegmentJob(volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId,
-                          backend=backend, imageKey=imageKey, slices=slices, geometry=geometry, box=box)
+                          backend=backend, imageKey=imageKey, slices=slices, geometry=geometry, box=box,
+                          is2d=box.is_2d if mode == "auto" else mode == "2d", emptySliceLimit=emptySliceLimit, zoom=zoom)
 
-    # -- computing (any thread, no MRML) ----------------------------------------------------------
+    # -- computing (any thread, no MRML) ----------------------------------------------------------------
+    @staticmethod
+    def steps(job):
+        """Slices the computation visits (the progress bar's maximum)."""
+        return 1 if job.is2d else job.box.z1 - job.box.z0 + 1
+
     def run(self, job, progress=None):
-        """The mask (D, H, W) bool in the canonical layout; `progress(n)` is called per slice and may
-        raise to stop (the segment is not touched until `apply`)."""
-        segmenter = self.segmenter(job.backend)
+        """The mask (D, H, W) bool in the canonical layout. `progress(n, partial=None)` is called per
+        slice and may raise to stop; in 3D the middle slice is published first as a partial result."""
+        segmenter = self.segmenter(job.backend, zoom=job.zoom)
         segmenter.set_image(job.slices, key=job.imageKey)
         t0 = time.perf_counter()
         mask = np.zeros(job.slices.shape[:3], dtype=bool)
-        if job.box.is_2d:
+        if job.is2d:
             mask[job.box.z0] = segmenter.segment_2d(job.box.z0, job.box.xy)
+            if progress:
+                progress(1)
             self.lastStatus = f"{job.backend} 2D: {time.perf_counter() - t0:.2f} s"
-        else:
-            mask = segmenter.segment_3d(job.box.xyz, progress=progress)
-            slices = job.box.z1 - job.box.z0 + 1
-            self.lastStatus = f"{job.backend} 3D: {slices} slices in {time.perf_counter() - t0:.1f} s"
+            return mask
+        middle = segmenter.middle_slice(job.box.xyz)
+        mask[middle] = segmenter.segment_2d(middle, job.box.xy)
+        if progress:
+            progress(0, partial=mask.copy())
+        visited = []
+
+        def counted(n=1):
+            visited.append(n)
+            if progress:
+                progress(n)
+
+        mask = segmenter.segment_3d(job.box.xyz, progress=counted, stop_after_empty=job.emptySliceLimit)
+        self.lastStatus = f"{job.backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"
         return mask
 
-    # -- writing MRML (main thread) ---------------------------------------------------------------
-    def apply(self, job, mask):
-        """Replace the content of the target segment (a new one if none) by `mask`; 2D results
-        replace only their slice. Other segments and the volume are not touched."""
+    def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
+                     mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
+        """Start a segmentation on a worker thread; `poll` it from the main thread until it is finished.
+        A second Segment while one runs is refused."""
+        from MedSAMLiteLib.worker import Task
+
+        if self._running is not None and self._running.task.running:
+            raise InputError("a segmentation is already running: wait for it or cancel it")
+        job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
+        self.segmenter(backend)  # load (convert on first use) here: errors reach the user at once
+        run = SegmentRun(job, Task(lambda progress: self.run(job, progress), total=self.steps(job)))
+        self._running = run
+        return run
+
+    def poll(self, run):
+        """Main thread: write a new partial result, then the final one; True once the run is over.
+        A cancelled or failed run leaves the segment as it was; a failure is raised as one line."""
+        from MedSAMLiteLib.worker import Task
+
+        partial = run.task.partial()
+        state = run.task.state
+        if state == Task.RUNNING:
+            if partial is not None:
+                self._write(run, partial)
+            return False
+        if state == Task.DONE:
+            self._write(run, run.task.result)
+        elif run.written:
+            self._restore(run)
+        self._running = None
+        if state == Task.CANCELLED:
+            self.lastStatus = "cancelled: the segment is unchanged"
+        elif state == Task.FAILED:
+            raise InputError(f"segmentation failed: {_oneLine(run.task.error)}")
+        return True
+
+    def segment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
+                mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
+        """Segment the structure in `roiNode` on `volumeNode` into `segmentId` of `segmentationNode`
+        (a new segment named after the backend when None); returns the segment ID. Blocks until done.
+
+        The ROI may be rotated; volume, ROI and segmentation may sit under transforms. `preset` None =
+        automatic (RGB and 8-bit data as they are, anything else with the volume's window/level).
+        `mode` auto/2d/3d, `emptySliceLimit` (3D stops after that many empty slices; 0 = never) and
+        `zoom` (crop around small boxes) are the panel's options.
+        """
+        run = self.startSegment(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint,
+                                emptySliceLimit, zoom)
+        run.task.wait()
+        self.poll(run)
+        return run.segmentId
+
+    def startPrefetch(self, volumeNode, roiNode, backend=DEFAULT_BACKEND, preset=None):
+        """Encode the ROI's slices in the background (middle first), so that Segment finds them cached.
+        Keys name the volume state, preset and backend: a later change never gets a stale embedding."""
+        from MedSAMLiteLib.worker import Task
+
+        job = self.prepare(volumeNode, roiNode, backend=backend, preset=preset, needSegmentation=False)
+        segmenter = self.segmenter(backend)
+        segmenter.set_image(job.slices, key=job.imageKey)
+        middle = (job.box.z0 + job.box.z1) // 2
+        order = sorted(range(job.box.z0, job.box.z1 + 1), key=lambda z: (abs(z - middle), z))
+
+        def work(progress):
+            for z in order:
+                segmenter.embedding(z)
+                progress(1)
+
+        return Task(work, total=len(order), name="MedSAMLite prefetch")
+
+    def flattenRoiToSlice(self, roiNode, volumeNode, slicePoint):
+        """Make the ROI one slice thick at `slicePoint` (world RAS), keeping its in-plane extent."""
+        if roiNode is None or volumeNode is None:
+            raise InputError("choose a volume and an ROI first")
+        size = list(roiNode.GetSize())
+        spacing = min(volumeNode.GetSpacing())
+        center = list(roiNode.GetCenterWorld())
+        normal = np.array(roiNode.GetObjectToWorldMatrix().MultiplyPoint((0.0, 0.0, 1.0, 0.0))[:3])
+        offset = float(np.dot(np.asarray(slicePoint) - center, normal))
+        roiNode.SetCenterWorld(*(np.asarray(center) + offset * normal))
+        roiNode.SetSize(size[0], size[1], 0.5 * spacing)
+
+    # -- writing MRML (main thread) -------------------------------------------------------------------
+    def _write(self, run, mask):
+        """Write `mask` into the run's segment: the first write saves one undo state and keeps the
+        segment's previous voxels; a 2D result replaces only its slice; editor masking applies."""
+        job = run.job
         segmentation = job.segmentationNode.GetSegmentation()
-        segmentId = job.segmentId
-        if not segmentId:
-            segmentId = segmentation.AddEmptySegment("", f"MedSAMLite {job.backend}")
-        if job.box.is_2d:
-            existing = self._segmentArray(job, segmentId)
-            if existing is not None:
-                keep = job.geometry.from_source_array(existing) > 0
-                keep[job.box.z0] = mask[job.box.z0]
-                mask = keep
-        self._writeSegment(job, segmentId, job.geometry.to_source_array(mask.astype(np.uint8)))
-        return segmentId
+        if not run.written:
+            self._saveStateForUndo(job.segmentationNode)
+            if run.segmentId is None:
+                run.segmentId = segmentation.AddEmptySegment("", f"MedSAMLite {job.backend}")
+                run.original = None
+            else:
+                run.original = self._segmentArray(job, run.segmentId)
+            run.written = True
+        source = job.geometry.to_source_array(mask.astype(np.uint8))
+        if job.is2d and run.original is not None:
+            keep = job.geometry.from_source_array(run.original)
+            keep[job.box.z0] = mask[job.box.z0]
+            source = job.geometry.to_source_array(keep)
+        self._writeSegment(job, run.segmentId, self._editable(job, run.segmentId, source))
+
+    def _restore(self, run):
+        """Put the segment back as it was before the run (or remove the segment the run created)."""
+        if run.original is None:
+            run.job.segmentationNode.GetSegmentation().RemoveSegment(run.segmentId)
+            run.segmentId = run.job.segmentId
+        else:
+            self._writeSegment(run.job, run.segmentId, run.original)
+
+    def _saveStateForUndo(self, segmentationNode):
+        """One undo step per Segment: the Segment Editor's (undoHook) or, if enabled, the scene's."""
+        if self.undoHook is not None:
+            self.undoHook()
+            return
+        scene = segmentationNode.GetScene()
+        if scene is not None and scene.GetUndoFlag():
+            segmentationNode.UndoEnabledOn()
+            scene.SaveStateForUndo()
+
+    def _editable(self, job, segmentId, source):
+        """The Segment Editor's masking (editable area, intensity range) applied to `source`, and its
+        overwrite mode applied to the other segments. Without an editor node: no change, and other
+        segments are never touched."""
+        editor = self.editorNode
+        if editor is None:
+            return source
+        seg = slicer.vtkMRMLSegmentationNode
+        others = [i for i in job.segmentationNode.GetSegmentation().GetSegmentIDs() if i != segmentId]
+        display = job.segmentationNode.GetDisplayNode()
+        visible = [i for i in others if display is None or display.GetSegmentVisibility(i)]
+        mode = editor.GetMaskMode()
+        area = None
+        if mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedOutsideAllSegments):
+            area = self._union(job, others)
+        elif mode in (seg.EditAllowedInsideVisibleSegments, seg.EditAllowedOutsideVisibleSegments):
+            area = self._union(job, visible)
+        elif mode == seg.EditAllowedInsideSingleSegment:
+            area = self._union(job, [editor.GetMaskSegmentID()])
+        if area is not None:
+            inside = mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedInsideVisibleSegments, seg.EditAllowedInsideSingleSegment)
+            source = source & (area if inside else ~area)
+        if editor.GetSourceVolumeIntensityMask():
+            lo, hi = editor.GetSourceVolumeIntensityMaskRange()
+            values = slicer.util.arrayFromVolume(job.volumeNode)
+            source = source & ((values >= lo) & (values <= hi)).astype(np.uint8)
+        overwrite = {editor.OverwriteAllSegments: others, editor.OverwriteVisibleSegments: visible}.get(editor.GetOverwriteMode(), [])
+        for other in overwrite:
+            current = self._segmentArray(job, other)
+            if current is not None and (current & source).any():
+                self._writeSegment(job, other, current & (1 - source))
+        return source
+
+    def _union(self, job, segmentIds):
+        union = np.zeros(slicer.util.arrayFromVolume(job.volumeNode).shape[:3], dtype=np.uint8)
+        for segmentId in segmentIds:
+            current = self._segmentArray(job, segmentId)
+            if current is not None:
+                union |= current
+        return union
 
     @staticmethod
     def _tempLabelmap(job):
@@ -259,19 +769,19 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         labelmap = slicer.modules.volumes.logic().CreateAndAddLabelVolume(slicer.mrmlScene, job.volumeNode, "__MedSAMLite_tmp__")
         labelmap.SetAndObserveTransformNodeID(job.segmentationNode.GetTransformNodeID())
         labelmap.SetIJKToRASMatrix(ijkToRas)
+        labelmap.SetUndoEnabled(False)
         return labelmap
 
     def _segmentArray(self, job, segmentId):
-        """The segment's current voxels on the volume's grid (k, j, i), or None if empty."""
-        segment = job.segmentationNode.GetSegmentation().GetSegment(segmentId)
-        if segment is None:
+        """The segment's current voxels (uint8 0/1) on the volume's grid (k, j, i), or None if absent."""
+        if job.segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
             return None
         labelmap = self._tempLabelmap(job)
         try:
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segmentId)
             slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(job.segmentationNode, ids, labelmap, labelmap)
-            return slicer.util.arrayFromVolume(labelmap).copy()
+            return (slicer.util.arrayFromVolume(labelmap) > 0).astype(np.uint8)
         finally:
             slicer.mrmlScene.RemoveNode(labelmap)
 
@@ -288,17 +798,10 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         finally:
             slicer.mrmlScene.RemoveNode(labelmap)
 
-    # -- the contract ------------------------------------------------------------------------------
-    def segment(self, volumeNode, roiNode, segmentationNode, backend="litemedsam", preset=None, segmentId=None, progress=None):
-        """Segment the structure in `roiNode` on `volumeNode` into `segmentId` of `segmentationNode`
-        (a new segment named after the backend when None); returns the segment ID.
 
-        The ROI may be rotated; volume and ROI may sit under transforms. One slice thick -> 2D on that
-        slice; thicker -> 3D through the ROI. `preset` None = automatic (RGB and 8-bit data as they
-        are, anything else with the volume's current window/level); or one of PRESETS.
-        """
-        job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId)
-        return self.apply(job, self.run(job, progress))
+def _oneLine(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 class MedSAMLiteTest(ScriptedLoadableModuleTest):

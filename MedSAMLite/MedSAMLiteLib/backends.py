@@ -6,6 +6,7 @@ talks to it in numpy only.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class OpenVINOBackend:
 
     The precision hint is always explicit: the CPU plugin would otherwise pick bf16 on CPUs that
     have it. `cache_dir` is OpenVINO's compiled-model cache: later start-ups load compiled blobs.
+    An infer request serves one call at a time: a lock lets the panel's prefetch and a Segment
+    share the backend from two threads.
     """
 
     def __init__(self, name: str, profile: Profile, encoder_xml: Path, decoder_xml: Path, precision: str = "f32",
@@ -52,6 +55,7 @@ class OpenVINOBackend:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.name, self.profile, self.precision = name, profile, precision
         self.stats = BackendStats()
+        self._lock = threading.Lock()
         self._encode = core.compile_model(str(encoder_xml), "CPU", config).create_infer_request()
         self._decode = core.compile_model(str(decoder_xml), "CPU", config).create_infer_request()
 
@@ -59,8 +63,9 @@ class OpenVINOBackend:
         """(1, 3, S, S) float32 -> embedding (1, 256, 64, 64) float32, a copy the caller owns
         (the request reuses its output buffer: caching the buffer itself would alias slices)."""
         t0 = time.perf_counter()
-        self._encode.infer({0: np.ascontiguousarray(image, dtype=np.float32)})
-        emb = self._encode.get_output_tensor(0).data.copy()
+        with self._lock:
+            self._encode.infer({0: np.ascontiguousarray(image, dtype=np.float32)})
+            emb = self._encode.get_output_tensor(0).data.copy()
         self.stats.encoder_calls += 1
         self.stats.encoder_seconds += time.perf_counter() - t0
         return emb
@@ -69,8 +74,9 @@ class OpenVINOBackend:
         """Boxes (N, 4) in prompt space against one embedding -> low-res logits (N, 1, 256, 256)."""
         t0 = time.perf_counter()
         boxes = np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4))
-        self._decode.infer({0: np.ascontiguousarray(embedding, dtype=np.float32), 1: boxes})
-        logits = self._decode.get_output_tensor(0).data.copy()
+        with self._lock:
+            self._decode.infer({0: np.ascontiguousarray(embedding, dtype=np.float32), 1: boxes})
+            logits = self._decode.get_output_tensor(0).data.copy()
         self.stats.decoder_calls += 1
         self.stats.boxes_decoded += len(boxes)
         self.stats.decoder_seconds += time.perf_counter() - t0

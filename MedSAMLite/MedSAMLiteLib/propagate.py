@@ -65,6 +65,11 @@ class _Object:
     z_up_end: int  # last slice of the up sweep (inclusive)
     prompt: np.ndarray | None = None  # prompt-space box for the next slice to segment
     mid_prompt_down: np.ndarray | None = None  # first prompt of the down sweep
+    empty_run: int = 0  # consecutive empty slices in the current sweep
+
+    def stopped(self, limit: int) -> bool:
+        """Past `limit` empty slices in a row (0: never stop, as the published pipelines)."""
+        return limit > 0 and self.empty_run >= limit
 
 
 def _plan(box: np.ndarray, label: int, depth: int, variant: str) -> _Object:
@@ -83,13 +88,23 @@ def _plan(box: np.ndarray, label: int, depth: int, variant: str) -> _Object:
     return _Object(label, np.array([x0, y0, x1, y1]), lo, mid, min(max(up_end, mid), hi))
 
 
-def _next_prompt(obj: _Object, mask: np.ndarray, geom: Geometry, variant: str) -> np.ndarray:
-    """Prompt for the slice after `mask`'s; an empty mask falls back to the middle-slice box."""
+def middle_slice(box: np.ndarray, depth: int, variant: str) -> int:
+    """The slice a 3D box starts from (the variant's rule, clipped to the volume)."""
+    return _plan(box, 1, depth, variant).z_mid
+
+
+def next_prompt(mask: np.ndarray, label: int, fallback: np.ndarray, geom: Geometry, variant: str) -> np.ndarray:
+    """Prompt-space box for the slice after `mask`'s, by the variant's rule; an empty mask falls
+    back to `fallback` (the middle-slice box, in the mask's pixels)."""
     if variant == "litemedsam":
-        box = previous_mask_box(mask, obj.label, geom)
-        return box if box is not None else map_boxes(obj.box[None], geom)[0]
+        box = previous_mask_box(mask, label, geom)
+        return box if box is not None else map_boxes(np.asarray(fallback)[None], geom)[0]
     bbox = mask_bbox(mask)
-    return map_boxes((bbox if bbox is not None else obj.box)[None], geom)[0]
+    return map_boxes((bbox if bbox is not None else np.asarray(fallback))[None], geom)[0]
+
+
+def _next_prompt(obj: _Object, mask: np.ndarray, geom: Geometry, variant: str) -> np.ndarray:
+    return next_prompt(mask, obj.label, obj.box, geom, variant)
 
 
 def segment_3d(
@@ -98,9 +113,11 @@ def segment_3d(
     boxes: np.ndarray,
     embed: Embed | None = None,
     progress: Progress | None = None,
+    stop_after_empty: int = 0,
 ) -> np.ndarray:
     """Volume (D, H, W[, 3]) uint8, boxes (N, 6) -> label map (D, H, W) uint16 by middle-slice
-    propagation. `embed(z)` gives slice z's embedding (default: encode it, no reuse)."""
+    propagation. `embed(z)` gives slice z's embedding (default: encode it, no reuse). With
+    `stop_after_empty` > 0 an object's sweep (up or down) ends after that many empty slices in a row."""
     profile: Profile = engine.profile
     variant = profile.propagation
     depth = volume.shape[0]
@@ -122,19 +139,20 @@ def segment_3d(
             _write_labels(segs[z], masks, [o.label for o in group])
             for obj, mask in zip(group, masks):
                 obj.prompt = _next_prompt(obj, mask, geom, variant)
+                obj.empty_run = 0 if mask.any() else obj.empty_run + 1
                 if z == obj.z_mid:
                     obj.mid_prompt_down = obj.prompt
         if progress:
             progress(1)
 
     for z in range(min(o.z_mid for o in objects), max(o.z_up_end for o in objects) + 1):
-        active = [o for o in objects if o.z_mid <= z <= o.z_up_end]
+        active = [o for o in objects if o.z_mid <= z <= o.z_up_end and not o.stopped(stop_after_empty)]
         if active:
             run_slice(z, active)
     for obj in objects:
-        obj.prompt = obj.mid_prompt_down
+        obj.prompt, obj.empty_run = obj.mid_prompt_down, 0
     for z in range(max(o.z_mid for o in objects) - 1, min(o.z_lo for o in objects) - 1, -1):
-        active = [o for o in objects if o.z_lo <= z < o.z_mid]
+        active = [o for o in objects if o.z_lo <= z < o.z_mid and not o.stopped(stop_after_empty)]
         if active:
             run_slice(z, active)
     return segs

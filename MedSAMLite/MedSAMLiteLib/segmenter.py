@@ -8,7 +8,8 @@ encoder/decoder pair) supplies `encode` and `decode`, and the segmenter does the
 
 Images are uint8 slices stacked along axis 0, (D, H, W) or (D, H, W, 3) (after a preset; the
 Logic and the headless command put the slice axis first). Boxes are in pixels of the slice,
-x = column, y = row, as in the challenge format.
+x = column, y = row, as in the challenge format. With `zoom` (a zoom.ZoomRule) small boxes are
+segmented in a crop around them (zoom.py); without it, the published pipeline exactly.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from . import propagate
+from . import propagate, zoom as zooming
 from .embedding_cache import EmbeddingCache
 from .preprocess import preprocess
+from .zoom import Window, ZoomRule
 
 _anonymous = itertools.count()
 
@@ -28,12 +30,15 @@ class Segmenter:
     """Segments boxes on one image with one backend, reusing slice embeddings through `cache`.
 
     Pass a shared EmbeddingCache to keep embeddings across images and Segment clicks; the cache
-    key is (image key, backend key, slice), so another image, preset or backend never hits.
+    key is (image key, backend key, slice), so another image, preset or backend never hits; a
+    zoom crop's key adds the crop, so crops and whole slices never stand in for each other.
+    `zoom` (a ZoomRule, or None for the published pipeline) may be changed between calls.
     """
 
-    def __init__(self, backend, cache: EmbeddingCache | None = None) -> None:
+    def __init__(self, backend, cache: EmbeddingCache | None = None, zoom: ZoomRule | None = None) -> None:
         self.backend = backend
         self.cache = cache if cache is not None else EmbeddingCache()
+        self.zoom = zoom
         self.image: np.ndarray | None = None
         self.image_key: Hashable = None
 
@@ -60,48 +65,65 @@ class Segmenter:
         self.image = slices
         self.image_key = key if key is not None else ("anonymous", next(_anonymous))
 
-    def _key(self, z: int) -> Hashable:
-        return (self.image_key, self.backend_key, int(z))
+    def _key(self, z: int, window: Window | None = None) -> Hashable:
+        key = (self.image_key, self.backend_key, int(z))
+        if window is None or window.covers(*self.image.shape[1:3]):
+            return key
+        return (*key, ("crop", *window.bounds))
 
     def is_cached(self, z: int) -> bool:
         return self._key(z) in self.cache
 
-    def embedding(self, z: int) -> np.ndarray:
-        """Image embedding of slice z, encoded once and then served from the cache."""
+    def embedding(self, z: int, window: Window | None = None) -> np.ndarray:
+        """Image embedding of slice z (or of a window of it), encoded once, then served from the cache."""
         if self.image is None:
             raise RuntimeError("no image set")
         if not 0 <= z < self.image.shape[0]:
             raise IndexError(f"slice {z} outside 0..{self.image.shape[0] - 1}")
-        key = self._key(z)
+        key = self._key(z, window)
         cached = self.cache.get(key)
         if cached is None:
-            cached = self.backend.encode(preprocess(self.image[z], self.profile)[0])
+            pixels = self.image[z] if window is None else window.crop(self.image[z])
+            cached = self.backend.encode(preprocess(pixels, self.profile)[0])
             self.cache.put(key, cached)
         return cached
 
     def decode(self, z: int, boxes: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) xyxy on slice z -> one boolean mask per box (N, H, W)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if self.zoom is not None:
+            return zooming.object_masks(self.backend, self.image[z], boxes, self.zoom, lambda w: self.embedding(z, w))
         return propagate.object_masks(self.backend, self.image[z], boxes, embedding=self.embedding(z))
 
     def segment_2d(self, z: int, box) -> np.ndarray:
         """One xyxy box on slice z -> boolean mask (H, W)."""
         return self.decode(z, np.asarray(box)[None])[0]
 
-    def segment_3d(self, box, progress: propagate.Progress | None = None) -> np.ndarray:
+    def middle_slice(self, box) -> int:
+        """The slice a 3D box (x0, y0, z0, x1, y1, z1) starts from, by the backend's rule."""
+        return propagate.middle_slice(np.asarray(box, dtype=np.float64), self.image.shape[0], self.profile.propagation)
+
+    def segment_3d(self, box, progress: propagate.Progress | None = None, stop_after_empty: int = 0) -> np.ndarray:
         """One box (x0, y0, z0, x1, y1, z1) -> boolean mask (D, H, W): the middle slice with the box,
         then slice to slice, each prompted by the box of the previous slice's mask (the backend's
-        published rule)."""
-        return self.label_3d(np.asarray(box, dtype=np.float64)[None], progress) > 0
+        published rule); optionally stopping after `stop_after_empty` empty slices in a row."""
+        return self.label_3d(np.asarray(box, dtype=np.float64)[None], progress, stop_after_empty) > 0
 
     def label_2d(self, z: int, boxes: np.ndarray) -> np.ndarray:
         """Many boxes on slice z -> label map (H, W) uint16, label i = box i, later boxes win."""
+        if self.zoom is not None:
+            return zooming.segment_2d(self.backend, self.image[z], boxes, self.zoom, lambda w: self.embedding(z, w))
         return propagate.segment_2d(self.backend, self.image[z], boxes, embedding=self.embedding(z))
 
-    def label_3d(self, boxes: np.ndarray, progress: propagate.Progress | None = None) -> np.ndarray:
-        """Many 3D boxes (N, 6) -> label map (D, H, W) uint16, slice-ordered, each slice embedded once."""
-        return propagate.segment_3d(self.backend, self.image, boxes, embed=self.embedding, progress=progress)
+    def label_3d(self, boxes: np.ndarray, progress: propagate.Progress | None = None, stop_after_empty: int = 0) -> np.ndarray:
+        """Many 3D boxes (N, 6) -> label map (D, H, W) uint16, slice-ordered, each slice embedded once
+        (zoomed: object by object, each crop embedded once)."""
+        if self.zoom is not None:
+            return zooming.segment_3d(self.backend, self.image, boxes, self.zoom, self.embedding, progress, stop_after_empty)
+        return propagate.segment_3d(self.backend, self.image, boxes, self.embedding, progress, stop_after_empty)
 
     def slice_steps(self, boxes: np.ndarray) -> int:
         """How many slices label_3d visits for these boxes (for a progress bar)."""
+        if self.zoom is not None:
+            return zooming.count_slice_steps(self.image.shape, boxes, self.profile.propagation)
         return propagate.count_slice_steps(self.image.shape, boxes, self.profile)

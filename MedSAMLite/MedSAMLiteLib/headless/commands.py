@@ -40,6 +40,9 @@ def backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="litemedsam", help="backend name (see `medsamlite models`; default litemedsam)")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="f32 (default, exact) or bf16 (faster where the CPU has it)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--zoom", action="store_true",
+                   help="segment small boxes in a crop around them (better masks of small structures; docs/zoom.md); "
+                        "default: the published whole-slice pipeline")
 
 
 def load_segmenter(args: argparse.Namespace):
@@ -47,9 +50,10 @@ def load_segmenter(args: argparse.Namespace):
     from ..conversion import CheckpointError, ConversionError
     from ..model_store import ModelError, load_backend
     from ..segmenter import Segmenter
+    from ..zoom import ZoomRule
 
     try:
-        return Segmenter(load_backend(args.backend, args.precision, args.threads, log=_log))
+        return Segmenter(load_backend(args.backend, args.precision, args.threads, log=_log), zoom=ZoomRule() if args.zoom else None)
     except (ModelError, ConversionError, CheckpointError, ValueError) as e:
         raise SystemExit(f"medsamlite: {e}") from None
 
@@ -57,6 +61,9 @@ def load_segmenter(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> int:
     from .runner import predict_folder
 
+    if args.zoom and args.official_order:
+        _log("--zoom and --official-order exclude each other (the official order is the whole-slice pipeline)")
+        return 2
     segmenter = load_segmenter(args)
     try:
         summary = predict_folder(segmenter, args.input, args.output, args.save_overlay, official=args.official_order, quiet=args.quiet)

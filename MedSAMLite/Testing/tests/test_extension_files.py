@@ -35,6 +35,18 @@ UI_WIDGETS = {
     "presetComboBox": "QComboBox",
     "segmentButton": "QPushButton",
     "statusLabel": "QLabel",
+    "modeComboBox": "QComboBox",
+    "emptySlicesSpinBox": "QSpinBox",
+    "zoomCheckBox": "QCheckBox",
+    "progressBar": "QProgressBar",
+    "placeRoiButton": "QPushButton",
+    "roiOnSliceButton": "QPushButton",
+    "downloadButton": "QPushButton",
+    "importCheckpointButton": "QPushButton",
+    "showCacheButton": "QPushButton",
+    "clearCacheButton": "QPushButton",
+    "dependencyLabel": "QLabel",
+    "installDependenciesButton": "QPushButton",
 }
 # Custom widget classes that exist in Slicer/CTK; their headers are named after the class.
 SLICER_CUSTOM_WIDGETS = {

@@ -18,6 +18,7 @@ class BoxEngine:
     profile: object
     prompts: list = field(default_factory=list)
     stats: BackendStats = field(default_factory=BackendStats)
+    blank_is_empty: bool = False
 
     def encode(self, image):
         self.stats.encoder_calls += 1
@@ -28,6 +29,8 @@ class BoxEngine:
         self.prompts.append(np.array(boxes))
         f = 256 / self.profile.prompt_space
         logits = -np.ones((len(boxes), 1, 256, 256), np.float32)
+        if self.blank_is_empty and not np.any(embedding):  # a blank slice: nothing there
+            return logits
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             logits[i, 0, int(y0 * f) : int(y1 * f) + 1, int(x0 * f) : int(x1 * f) + 1] = 1
         return logits
@@ -112,3 +115,23 @@ def test_2d_later_boxes_win_and_grayscale_works():
     segs = segment_2d(BoxEngine(LITE), image, np.array([[10, 10, 60, 60], [40, 40, 90, 90]]))
     assert segs.dtype == np.uint16
     assert segs[50, 50] == 2 and segs[20, 20] == 1 and segs[80, 80] == 2 and segs[5, 5] == 0
+
+
+@pytest.mark.parametrize("zoomed", [False, True], ids=["slice_order", "zoom_object_order"])
+def test_propagation_stops_after_empty_slices(zoomed):
+    """Structure on slices 0..5 only; a box over 0..11 starts at 5: with a limit of 2 the up sweep
+    stops after slices 6 and 7 come back empty; without a limit it runs to 11."""
+    from MedSAMLiteLib.zoom import ZoomRule
+
+    volume = np.zeros((12, 64, 64), np.uint8)
+    volume[:6, 10:50, 10:50] = 200
+    box = np.array([[5, 5, 0, 55, 55, 11]])
+    visited = {}
+    for limit in (0, 2):
+        segmenter = Segmenter(BoxEngine(LITE, blank_is_empty=True), zoom=ZoomRule() if zoomed else None)
+        segmenter.set_image(volume)
+        steps = []
+        segs = segmenter.label_3d(box, progress=steps.append, stop_after_empty=limit)
+        visited[limit] = len(steps)
+        assert segs[:6].any(axis=(1, 2)).all() and not segs[6:].any()
+    assert visited == {0: 12, 2: 8}  # 5..7 up, 4..0 down

@@ -1,0 +1,199 @@
+"""What the panel relies on, without Qt: background runs with partial results, cancel, errors, one
+undo step, a second Segment refused, prefetch without stale embeddings, 2D mode on the current
+slice, and the Segment Editor's masking settings (stopping after empty slices: test_propagation.py)."""
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import harness  # noqa: E402
+
+MODULE = harness.load_module()
+import slicer  # noqa: E402
+
+TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
+
+
+class GatedLogic(MODULE.MedSAMLiteLogic):
+    """Holds the worker after it published the middle slice, until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.published = threading.Event()
+        self.fail_with = None
+
+    def run(self, job, progress=None):
+        def gated(n=1, partial=None):
+            progress(n, partial)
+            if partial is not None:
+                self.published.set()
+                assert self.gate.wait(30)
+            if self.fail_with is not None:
+                raise self.fail_with
+
+        return super().run(job, gated)
+
+
+@pytest.fixture
+def scene():
+    return harness.new_scene()
+
+
+@pytest.fixture
+def data(scene):
+    volumes = slicer.modules.volumes.logic()
+    volume = volumes.AddArchetypeVolume(str(TESTDATA / "MedSAMLiteTestVolume.nrrd"), "CT", 0, None)
+    reference = volumes.AddArchetypeVolume(str(TESTDATA / "MedSAMLiteTestReference.nrrd"), "reference", 1, None)
+    reference = slicer.util.arrayFromVolume(reference).copy() > 0
+    roi_mask = reference.copy()
+    roi_mask[:3] = roi_mask[10:] = False  # slices 3..9: middle 6
+    roi = MODULE.MedSAMLiteTest.roiAroundMask(roi_mask, volume)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    target = segmentation.GetSegmentation().AddEmptySegment("", "target")
+    before = np.zeros(reference.shape, np.uint8)
+    before[0, 5:15, 5:15] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(before, segmentation, target, volume)
+    return {"volume": volume, "reference": reference, "roi": roi, "segmentation": segmentation, "target": target, "before": before}
+
+
+def _segment_array(data, segment_id=None):
+    return slicer.util.arrayFromSegmentBinaryLabelmap(data["segmentation"], segment_id or data["target"], data["volume"])
+
+
+def _start(logic, data, **kwargs):
+    args = dict(preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    args.update(kwargs)
+    return logic.startSegment(data["volume"], data["roi"], data["segmentation"], **args)
+
+
+def test_middle_slice_first_then_cancel_restores_the_segment(data):
+    logic = GatedLogic()
+    run = _start(logic, data)
+    assert logic.published.wait(60)
+    assert logic.poll(run) is False  # the middle slice is written now, the rest is pending
+    partial = _segment_array(data)
+    assert np.flatnonzero(partial.any(axis=(1, 2))).tolist() == [6], "only the middle slice so far"
+    with pytest.raises(MODULE.InputError, match="already running"):
+        _start(logic, data)
+    run.cancel()
+    logic.gate.set()
+    assert run.task.wait(30)
+    assert logic.poll(run) is True
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+    assert "cancelled" in logic.lastStatus
+
+
+def test_cancel_of_a_new_segment_removes_it(data):
+    logic = GatedLogic()
+    run = _start(logic, data, segmentId=None)
+    assert logic.published.wait(60)
+    logic.poll(run)
+    assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 2
+    run.cancel()
+    logic.gate.set()
+    run.task.wait(30)
+    assert logic.poll(run) is True
+    assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 1
+
+
+def test_an_error_in_the_worker_is_one_line_and_the_segment_is_unchanged(data):
+    logic = GatedLogic()
+    logic.fail_with = RuntimeError("the model file is corrupt\nTraceback (most recent call last) ...")
+    run = _start(logic, data)
+    assert logic.published.wait(60)
+    logic.poll(run)
+    logic.gate.set()
+    run.task.wait(30)
+    with pytest.raises(MODULE.InputError, match=r"^segmentation failed: the model file is corrupt$"):
+        logic.poll(run)
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+    _start(logic, data, mode="2d").task.wait(60)  # the Logic is free for the next Segment
+
+
+def test_one_segment_is_one_undo_step(data, scene):
+    scene.SetUndoOn()
+    logic = MODULE.MedSAMLiteLogic()
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    after = _segment_array(data)
+    assert after[3:10].any(axis=(1, 2)).all()
+    scene.Undo()
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+    assert scene.GetNumberOfUndoLevels() == 0
+
+
+def test_undo_hook_is_called_once_per_segment(data):
+    logic = MODULE.MedSAMLiteLogic()
+    calls = []
+    logic.undoHook = lambda: calls.append(1)
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"])
+    assert calls == [1]
+
+
+def test_prefetch_then_segment_encodes_nothing_and_a_changed_volume_is_never_stale(data):
+    logic = MODULE.MedSAMLiteLogic()
+    task = logic.startPrefetch(data["volume"], data["roi"], preset="brain")
+    assert task.wait(120) and task.state == task.DONE and task.progress.done == 7
+    backend = logic.segmenter().backend
+    calls = backend.stats.encoder_calls
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    assert backend.stats.encoder_calls == calls
+    first = _segment_array(data)
+    # change the voxels (a filter ran): the same Logic must not use the old embeddings
+    array = slicer.util.arrayFromVolume(data["volume"])
+    array[:] = np.where(array > 0, array // 2, array)
+    slicer.util.arrayFromVolumeModified(data["volume"])
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    assert backend.stats.encoder_calls == calls + 7
+    changed = _segment_array(data)
+    fresh = MODULE.MedSAMLiteLogic()
+    fresh._cache = None
+    fresh_segment = fresh.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", emptySliceLimit=0)
+    np.testing.assert_array_equal(changed, _segment_array(data, fresh_segment))
+    assert not np.array_equal(first, changed)
+
+
+def test_2d_mode_segments_the_current_slice_inside_the_roi(data):
+    logic = MODULE.MedSAMLiteLogic()
+    ijk_to_ras = logic._ijkToRas(data["volume"])
+    point = (ijk_to_ras @ np.array([30, 30, 8, 1.0]))[:3]
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], mode="2d", slicePoint=point)
+    result = _segment_array(data)
+    assert np.flatnonzero(result.any(axis=(1, 2))).tolist() == [0, 8]  # slice 0: the earlier content, kept
+    assert "2D" in logic.lastStatus
+
+
+def test_flatten_roi_to_the_current_slice_makes_auto_mode_2d(data):
+    logic = MODULE.MedSAMLiteLogic()
+    point = (logic._ijkToRas(data["volume"]) @ np.array([30, 30, 5, 1.0]))[:3]
+    logic.flattenRoiToSlice(data["roi"], data["volume"], point)
+    job = logic.prepare(data["volume"], data["roi"], data["segmentation"], preset="brain")
+    assert job.is2d and job.box.z0 == 5
+
+
+def test_segment_editor_masking_and_overwrite(data):
+    segmentation, volume = data["segmentation"], data["volume"]
+    other = segmentation.GetSegmentation().AddEmptySegment("", "other")
+    other_mask = np.zeros(data["reference"].shape, np.uint8)
+    other_mask[3:10, :, :33] = 1  # the left half of the ROI's slices
+    slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
+    editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    logic = MODULE.MedSAMLiteLogic()
+    logic.editorNode = editor
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedOutsideAllSegments)
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    logic.segment(volume, data["roi"], segmentation, preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    result = _segment_array(data)
+    assert result[3:10].any() and not (result & other_mask).any()
+    np.testing.assert_array_equal(_segment_array(data, other), other_mask)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
+    editor.SetOverwriteMode(editor.OverwriteAllSegments)
+    logic.segment(volume, data["roi"], segmentation, preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    result = _segment_array(data)
+    assert (result & other_mask).any()
+    assert not (_segment_array(data, other) & result).any(), "overwrite: the other segment gives way"
