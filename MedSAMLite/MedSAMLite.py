@@ -11,6 +11,7 @@ import time
 import numpy as np
 import slicer
 import vtk
+from slicer.util import VTKObservationMixin
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -52,7 +53,7 @@ class MedSAMLite(ScriptedLoadableModule):
         )
 
 
-class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
+class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: reads the controls into the parameter node and calls the Logic; never computes.
 
     Segment starts the Logic's background run and a timer polls it on the main thread (progress,
@@ -60,6 +61,10 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
     """
 
     POLL_MS = 100
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -186,10 +191,10 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
         if roi is self._roiObserved:
             return
         if self._roiObserved is not None:
-            self.removeObserver(self._roiObserved, slicer.vtkMRMLMarkupsNode.PointModifiedEvent, self.onRoiModified)
+            self.removeObserver(self._roiObserved, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
         self._roiObserved = roi
         if roi is not None:
-            self.addObserver(roi, slicer.vtkMRMLMarkupsNode.PointModifiedEvent, self.onRoiModified)
+            self.addObserver(roi, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
 
     def onRoiModified(self, caller=None, event=None):
         self.prefetchTimer.start()
@@ -252,6 +257,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
     def segmentEditorUndoHook(self):
         """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one
         Segment is one step of its undo (Ctrl+Z). Otherwise the Logic uses MRML scene undo."""
+        self.logic.editorNode = None
         try:
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         except AttributeError:
@@ -290,9 +296,9 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget):
     def onPlaceRoi(self):
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "MedSAMLite ROI")
         self.ui.roiSelector.setCurrentNode(roi)
-        slicer.modules.markups.logic().SetActiveList(roi)
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        interaction.SetCurrentInteractionMode(interaction.Place)
+        markups = slicer.modules.markups.logic()
+        markups.SetActiveList(roi)
+        markups.StartPlaceMode(False)
 
     def onRoiOnCurrentSlice(self):
         with slicer.util.tryWithErrorDisplay("MedSAMLite: no ROI to flatten.", waitCursor=False):
@@ -594,13 +600,13 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
         """Start a segmentation on a worker thread; `poll` it from the main thread until it is finished.
-        A second Segment while one runs is refused."""
+        A second Segment while one runs is refused. The backend is loaded in the worker too (the first
+        use of LiteMedSAM downloads 39 MB and converts it), so the main thread never waits for it."""
         from MedSAMLiteLib.worker import Task
 
         if self._running is not None and self._running.task.running:
             raise InputError("a segmentation is already running: wait for it or cancel it")
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
-        self.segmenter(backend)  # load (convert on first use) here: errors reach the user at once
         run = SegmentRun(job, Task(lambda progress: self.run(job, progress), total=self.steps(job)))
         self._running = run
         return run
@@ -645,9 +651,13 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     def startPrefetch(self, volumeNode, roiNode, backend=DEFAULT_BACKEND, preset=None):
         """Encode the ROI's slices in the background (middle first), so that Segment finds them cached.
-        Keys name the volume state, preset and backend: a later change never gets a stale embedding."""
+        Keys name the volume state, preset and backend: a later change never gets a stale embedding.
+        None when the backend is not ready yet (prefetch never downloads or converts)."""
+        from MedSAMLiteLib.model_store import model_status
         from MedSAMLiteLib.worker import Task
 
+        if (backend, "f32") not in self._backends and model_status(backend) != "ready":
+            return None  # nothing is downloaded or converted behind the user's back
         job = self.prepare(volumeNode, roiNode, backend=backend, preset=preset, needSegmentation=False)
         segmenter = self.segmenter(backend)
         segmenter.set_image(job.slices, key=job.imageKey)
@@ -805,15 +815,15 @@ def _oneLine(error):
 
 
 class MedSAMLiteTest(ScriptedLoadableModuleTest):
-    """Self-test on a small real image shipped with the module (no network, no SampleData)."""
+    """Self-test on a small real CT shipped with the module (no network, no SampleData)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_segment_3d_brain()
-        self.test_bad_inputs()
+        for test in (self.test_segment_3d_brain, self.test_segment_2d_slice, self.test_cancel_and_undo, self.test_bad_inputs):
+            self.setUp()
+            test()
 
     def _loadTestVolume(self):
         path = os.path.join(os.path.dirname(__file__), "Resources", "TestData", "MedSAMLiteTestVolume.nrrd")
@@ -821,7 +831,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
         volume = volumesLogic.AddArchetypeVolume(path, "MedSAMLiteTestVolume", 0, None)
         self.assertIsNotNone(volume, f"could not load {path}")
         reference = volumesLogic.AddArchetypeVolume(path.replace("Volume.nrrd", "Reference.nrrd"), "reference", 1, None)
-        return volume, slicer.util.arrayFromVolume(reference).copy()
+        return volume, slicer.util.arrayFromVolume(reference).copy() > 0
 
     @staticmethod
     def roiAroundMask(mask, volumeNode, name="ROI"):
@@ -837,26 +847,72 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
         roi.SetSize(*(hi - lo))
         return roi
 
-    def test_segment_3d_brain(self):
-        self.delayDisplay("MedSAMLite: 3D segmentation of a real MR slab")
-        volume, reference = self._loadTestVolume()
-        before = slicer.util.arrayFromVolume(volume).copy()
-        roi = self.roiAroundMask(reference, volume)
+    @staticmethod
+    def _dice(a, b):
+        return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+    def _segmentationWithAnotherSegment(self, volume):
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         other = segmentation.GetSegmentation().AddEmptySegment("", "other")
-        otherMask = np.zeros(before.shape, np.uint8)
+        otherMask = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)
         otherMask[0, :5, :5] = 1
         slicer.util.updateSegmentBinaryLabelmapFromArray(otherMask, segmentation, other, volume)
+        return segmentation, other, otherMask
+
+    def test_segment_3d_brain(self):
+        self.delayDisplay("MedSAMLite: 3D segmentation of the brain in a real CT slab")
+        volume, reference = self._loadTestVolume()
+        before = slicer.util.arrayFromVolume(volume).copy()
+        roi = self.roiAroundMask(reference, volume)
+        segmentation, other, otherMask = self._segmentationWithAnotherSegment(volume)
         logic = MedSAMLiteLogic()
-        segmentId = logic.segment(volume, roi, segmentation)
-        result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)
+        segmentId = logic.segment(volume, roi, segmentation, preset="brain")
+        result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
         self.assertEqual(result.shape, reference.shape)
-        dice = 2.0 * np.logical_and(result > 0, reference > 0).sum() / ((result > 0).sum() + (reference > 0).sum())
-        self.delayDisplay(f"DSC {dice:.3f} ({logic.lastStatus})")
+        dice = self._dice(result, reference)
+        self.delayDisplay(f"3D DSC {dice:.3f} ({logic.lastStatus})")
         self.assertGreater(dice, 0.80)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)
         np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), otherMask)
+
+    def test_segment_2d_slice(self):
+        self.delayDisplay("MedSAMLite: 2D segmentation on one slice")
+        volume, reference = self._loadTestVolume()
+        roi = self.roiAroundMask(reference, volume)
+        logic = MedSAMLiteLogic()
+        ijkToRas = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijkToRas)
+        logic.flattenRoiToSlice(roi, volume, ijkToRas.MultiplyPoint((0, 0, 6, 1))[:3])
+        segmentation, other, otherMask = self._segmentationWithAnotherSegment(volume)
+        segmentId = logic.segment(volume, roi, segmentation, preset="brain")
+        result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
+        self.assertEqual(np.flatnonzero(result.any(axis=(1, 2))).tolist(), [6])
+        dice = self._dice(result[6], reference[6])
+        self.delayDisplay(f"2D DSC {dice:.3f} ({logic.lastStatus})")
+        self.assertGreater(dice, 0.75)
+        np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), otherMask)
+
+    def test_cancel_and_undo(self):
+        self.delayDisplay("MedSAMLite: Cancel leaves the segment as it was; one Segment is one undo step")
+        volume, reference = self._loadTestVolume()
+        roi = self.roiAroundMask(reference, volume)
+        segmentation, other, otherMask = self._segmentationWithAnotherSegment(volume)
+        logic = MedSAMLiteLogic()
+        run = logic.startSegment(volume, roi, segmentation, preset="brain", segmentId=other)
+        run.cancel()  # before its first slice is done
+        self.assertTrue(run.task.wait(60))
+        self.assertTrue(logic.poll(run))
+        self.assertIn("cancelled", logic.lastStatus)
+        np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), otherMask)
+        slicer.mrmlScene.SetUndoOn()
+        try:
+            logic.segment(volume, roi, segmentation, preset="brain", segmentId=other)
+            self.assertGreater(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume).sum(), otherMask.sum())
+            slicer.mrmlScene.Undo()
+            np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), otherMask)
+        finally:
+            slicer.mrmlScene.SetUndoOff()
 
     def test_bad_inputs(self):
         self.delayDisplay("MedSAMLite: bad inputs give clear errors")

@@ -64,14 +64,7 @@ def crosscheck(name: str, weights: str | Path | Mapping[str, np.ndarray], trust_
     x, boxes = example_inputs(model.spec.profile)
     with torch.no_grad():
         emb = model.image_encoder(torch.from_numpy(x))
-        sparse, dense = model.prompt_encoder(points=None, boxes=torch.from_numpy(boxes)[:, None], masks=None)
-        logits, iou = model.mask_decoder(
-            image_embeddings=emb,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        logits, iou = model.decode_boxes(emb, torch.from_numpy(boxes))
     expected = {"embedding": emb.numpy(), "low_res_logits": logits.numpy(), "iou_predictions": iou.numpy()}
     decoded = decoder({"image_embeddings": expected["embedding"], "boxes": boxes})
     got = {"embedding": encoder(x)["embedding"], **{k: decoded[k] for k in ("low_res_logits", "iou_predictions")}}

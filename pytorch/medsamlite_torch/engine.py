@@ -53,15 +53,9 @@ the segmenter's cache can hold them)."""
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            box_t = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 1, 4), device=self.device)
-            sparse, dense = self.model.prompt_encoder(points=None, boxes=box_t, masks=None)
-            logits, _ = self.model.mask_decoder(
-                image_embeddings=torch.tensor(embedding, dtype=torch.float32, device=self.device),  # a copy: cached arrays are read-only
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            box_t = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4), device=self.device)
+            embedding_t = torch.tensor(embedding, dtype=torch.float32, device=self.device)  # a copy: cached arrays are read-only
+            logits, _ = self.model.decode_boxes(embedding_t, box_t, self._dense_pe)
         self.stats.decoder_calls += 1
         self.stats.boxes_decoded += len(boxes)
         self.stats.decoder_seconds += time.perf_counter() - t0

@@ -30,11 +30,16 @@ class Sam(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed images (B,3,S,S) and boxes (B,4) in prompt space -> low-res logits, IoU."""
-        embeddings = self.image_encoder(images)
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        return self.decode_boxes(self.image_encoder(images), boxes)
+
+    def decode_boxes(self, embeddings: torch.Tensor, boxes: torch.Tensor, image_pe: torch.Tensor | None = None):
+        """Box prompts (N, 4) in prompt space against embeddings (1 or N, 256, 64, 64) -> low-res
+        logits (N, 1, 256, 256) and IoU (N, 1): mask token 0, as the published pipelines use it.
+        `image_pe` may pass the (constant) dense positional encoding computed once."""
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes.reshape(-1, 1, 4), masks=None)
         return self.mask_decoder(
             image_embeddings=embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False,

@@ -117,15 +117,7 @@ class PromptedSam(nn.Module):
 
 def prompted_forward(sam: Sam, embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, k = boxes.shape[:2]
-    emb = embeddings.repeat_interleave(k, dim=0)
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes.reshape(b * k, 4), masks=None)
-    logits, iou = sam.mask_decoder(
-        image_embeddings=emb,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
+    logits, iou = sam.decode_boxes(embeddings.repeat_interleave(k, dim=0), boxes.reshape(b * k, 4))
     return logits.view(b, k, *logits.shape[-2:]), iou.view(b, k)
 
 
