@@ -6,20 +6,29 @@ to one of them is a new key, so a stale embedding can never be served; old ones 
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
 
-DEFAULT_BYTES = 512 * 1024 * 1024
+MB = 1024 * 1024
+
+
+def default_bytes() -> int:
+    """The budget: MEDSAMLITE_CACHE_MB (a setting; default 512 MB = 128 LiteMedSAM slices)."""
+    try:
+        return max(0, int(os.environ.get("MEDSAMLITE_CACHE_MB", "512"))) * MB
+    except ValueError:
+        return 512 * MB
 
 
 class EmbeddingCache:
     """Thread-safe LRU of numpy embeddings with a byte budget (the panel's prefetch writes from a worker)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_BYTES) -> None:
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = default_bytes() if max_bytes is None else int(max_bytes)
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()

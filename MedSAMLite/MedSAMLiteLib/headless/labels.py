@@ -35,43 +35,39 @@ def boxes_from_labels(
     connected component of each value (voxels touching at a face, edge or corner), in ascending
     value then scan order. Objects smaller than `min_size` voxels are dropped (set to 0 in gts).
     """
-    from scipy import ndimage
+    import SimpleITK as sitk
 
     labels = _check(np.asarray(labels))
     values = np.unique(labels)
     values = values[values > 0]
     gts = np.zeros(labels.shape, dtype=np.uint16)
     boxes, kept = [], []
-    structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
-    per_value = ndimage.find_objects(_dense(labels, values))
-    for index, value in enumerate(values):
-        region = per_value[index]  # bounding slices of this value: work inside them only
+    for value in values:
+        region = _bounding_slices(labels == value)  # work inside this value's box only
         crop = labels[region] == value
-        parts, count = ndimage.label(crop, structure) if instances else (crop.astype(np.int32), 1)
-        for part, where in enumerate(ndimage.find_objects(parts), start=1):
-            if where is None:
-                continue
-            mask = parts[where] == part
-            if int(mask.sum()) < min_size:
+        parts = crop.astype(np.uint32)
+        if instances:  # numbered in scan order of their first voxel, as a raster scan meets them
+            parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(crop.astype(np.uint8)), True))
+        sizes = np.bincount(parts.ravel())
+        for part in range(1, len(sizes)):
+            if sizes[part] < min_size:
                 continue
             if len(kept) == MAX_OBJECTS:
                 raise LabelError(f"more than {MAX_OBJECTS} objects do not fit a uint16 label map")
+            mask = parts == part
+            where = _bounding_slices(mask)
             kept.append(int(value))
             target = tuple(slice(r.start + w.start, r.start + w.stop) for r, w in zip(region, where))
-            gts[target][mask] = len(kept)
-            lo = [s.start for s in target][::-1]  # (z,)y,x -> x,y(,z)
-            hi = [s.stop - 1 for s in target][::-1]
-            boxes.append(lo + hi)
+            gts[target][mask[where]] = len(kept)
+            boxes.append([s.start for s in target][::-1] + [s.stop - 1 for s in target][::-1])  # (z,)y,x -> x,y(,z)
     width = 2 * labels.ndim
     return gts, np.asarray(boxes, dtype=np.int64).reshape(-1, width), np.asarray(kept, dtype=np.int64)
 
 
-def _dense(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..len(values) in value order (0 stays 0), for one find_objects pass."""
-    if len(values) and values[-1] < 1 << 20:  # a lookup table is much faster than a search
-        table = np.zeros(int(values[-1]) + 1, dtype=np.int32)
-        table[values] = np.arange(1, len(values) + 1)
-        return table[labels]
-    dense = np.searchsorted(values, labels) + 1
-    dense[labels == 0] = 0
-    return dense
+def _bounding_slices(mask: np.ndarray) -> tuple[slice, ...]:
+    """The tightest index box around the True voxels of a non-empty mask."""
+    slices = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        slices.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(slices)

@@ -141,3 +141,18 @@ def test_segment_png_and_bad_boxes(tmp_path, capsys):
         assert main(["segment", str(tmp_path / "coins.png"), *args, "-o", str(tmp_path / "bad.png")]) == 1
         assert message in capsys.readouterr().err, args
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_segment_takes_a_box_with_negative_numbers_as_a_separate_argument(tmp_path, capsys):
+    """`--box -59,-91,-59,2,-22,2 --world` (space-separated, first number negative) on the whole MNI152
+    T1: argparse alone would take the value for an option; the mask lies inside that RAS box."""
+    from MedSAMLiteLib.headless.samples import mni152_paths
+
+    t1 = mni152_paths()["t1"]
+    out = tmp_path / "mask.nii.gz"
+    assert main(["segment", str(t1), "--world", "--box", "-59,-91,-59,2,-22,2", "--preset", "mr", "-q", "-o", str(out)]) == 0
+    img = nib.load(out)
+    ijk = np.argwhere(np.asarray(img.dataobj) == 1)
+    assert len(ijk) > 1000
+    ras = nib.affines.apply_affine(img.affine, ijk)
+    assert (ras.min(axis=0) >= np.array([-59, -91, -59]) - 1).all() and (ras.max(axis=0) <= np.array([2, -22, 2]) + 1).all()
