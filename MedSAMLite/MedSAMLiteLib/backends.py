@@ -42,7 +42,7 @@ class OpenVINOBackend:
     """
 
     def __init__(self, name: str, profile: Profile, encoder_xml: Path, decoder_xml: Path, precision: str = "f32",
-                 threads: int | None = None, cache_dir: Path | None = None) -> None:
+                 threads: int | None = None, cache_dir: Path | None = None, identity: str = "") -> None:
         import openvino as ov
 
         if precision not in PRECISIONS:
@@ -54,13 +54,14 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.name, self.profile, self.precision = name, profile, precision
+        self.identity = identity  # which weights (and converter): part of every cached embedding's key
         self.stats = BackendStats()
         self._lock = threading.Lock()
         self._encode = core.compile_model(str(encoder_xml), "CPU", config).create_infer_request()
         decoder = core.read_model(str(decoder_xml))
         self._decode = core.compile_model(decoder, "CPU", config).create_infer_request()
         # One box per call is the interactive case (a click, each 3D slice): a copy compiled for a static
-        # (1, 4) box input runs about 10-20 % faster than the dynamic-batch one (docs/benchmarks.md).
+        # (1, 4) box input runs about 10 % faster than the dynamic-batch one (docs/benchmarks.md).
         decoder.reshape({"boxes": [1, 4]})
         self._decode_one = core.compile_model(decoder, "CPU", config).create_infer_request()
 

@@ -332,7 +332,8 @@ def load_backend(name: str = DEFAULT_MODEL, precision: str = "f32", threads: int
 
     folder = ensure_converted(name, download, log)
     return OpenVINOBackend(name, entry(name).profile, folder / "encoder.xml", folder / "decoder.xml",
-                           precision=precision, threads=threads, cache_dir=folder / f"ov_cache-{precision}")
+                           precision=precision, threads=threads, cache_dir=folder / f"ov_cache-{precision}",
+                           identity=folder.name)
 
 
 def clear_cache(weights: bool = False) -> None:

@@ -49,7 +49,7 @@ class Segmenter:
     @property
     def backend_key(self) -> Hashable:
         return (getattr(self.backend, "name", type(self.backend).__name__), getattr(self.backend, "precision", ""),
-                getattr(self.backend, "weights_sha256", ""))
+                getattr(self.backend, "identity", ""))
 
     def set_image(self, slices: np.ndarray, key: Hashable | None = None) -> None:
         """Use `slices` ((D, H, W) or (D, H, W, 3) uint8) from now on. `key` names the image for the

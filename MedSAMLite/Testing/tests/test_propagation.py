@@ -135,3 +135,15 @@ def test_propagation_stops_after_empty_slices(zoomed):
         visited[limit] = len(steps)
         assert segs[:6].any(axis=(1, 2)).all() and not segs[6:].any()
     assert visited == {0: 12, 2: 8}  # 5..7 up, 4..0 down
+
+
+def test_other_weights_of_the_same_backend_never_reuse_embeddings():
+    """After a new checkpoint is imported the backend has another identity: nothing cached is reused."""
+    cache, volume = EmbeddingCache(), np.zeros((3, 64, 64), np.uint8)
+    engines = [BoxEngine(LITE), BoxEngine(LITE), BoxEngine(LITE)]
+    for engine, identity in zip(engines, ("weights-a", "weights-b", "weights-a")):
+        engine.name, engine.identity = "medficient_l0", identity
+        segmenter = Segmenter(engine, cache)
+        segmenter.set_image(volume, key="the same volume")
+        segmenter.embedding(1)
+    assert [e.stats.encoder_calls for e in engines] == [1, 1, 0]
