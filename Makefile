@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 # The extension's core + the `medsamlite` command + test tools (slicer-core: real MRML without Slicer),
 # and, for the PyTorch-side folder and its tests only, torch (CPU) and medsamlite-torch.
@@ -29,6 +29,14 @@ test: venv
 	$(VENV)/bin/medsamlite fetch-weights
 	$(PY) -m pytest -q MedSAMLite/Testing/tests
 	$(PY) -m pytest -q pytorch/tests
+
+# Benchmark commands (not tests): interactive speed and memory, encoders vs PyTorch, medsamlite predict;
+# about 15 minutes on 2 cores. Results and how to read them: docs/benchmarks.md.
+bench: venv
+	$(VENV)/bin/medsamlite fetch-weights
+	$(PY) benchmarks/bench_slicer.py
+	$(PY) pytorch/benchmarks/bench_encoders.py
+	$(PY) benchmarks/bench_predict.py
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "MedSAMLite" / "Testing" / "tests"))
 
-from bench_common import REGISTRY_NAMES, cpu_model, load, machine_line, median  # noqa: E402
-from reference import rule_value  # noqa: E402
-
-from medsamlite_torch.crosscheck import _torch_model, example_inputs  # noqa: E402
-from medsamlite_torch.models import build_model  # noqa: E402
+from bench_common import REGISTRY_NAMES, cpu_model, load, machine_line, median
+from medsamlite_torch.crosscheck import _torch_model, example_inputs
+from medsamlite_torch.models import build_model
+from reference import rule_value
 
 SLOW = {"medsam_vit_b"}  # ViT-B at 1024: fewer repeats
 
@@ -62,13 +63,50 @@ def interleaved(calls: dict, repeat: int, warmup: int) -> dict[str, float]:
     return {name: median(t) for name, t in times.items()}
 
 
-def gemm_gflops(threads: int, n: int = 2048, repeat: int = 10) -> float:
-    """Achieved f32 GEMM rate of torch (oneDNN/MKL) on this machine: a practical ceiling."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+_CLOCK_PROBE = r"""
+#include <stdio.h>
+#include <time.h>
+int main(void) {  /* a chain of dependent 1-cycle adds: iterations per second = the core clock */
+    struct timespec a, b; long n = 1000000000L, x = 0;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%f\n", n / ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / 1e9);
+    return x != n;
+}
+"""
+
+
+def clock_ghz() -> tuple[float, str]:
+    """(GHz, how): the running clock from a dependent-add loop (lscpu's MHz is the base/TSC clock
+    under a hypervisor; cores boost above it); lscpu's 'cpu MHz' if no C compiler is found."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler:
+        with tempfile.TemporaryDirectory() as tmp:
+            source, binary = Path(tmp) / "clock.c", Path(tmp) / "clock"
+            source.write_text(_CLOCK_PROBE)
+            if subprocess.run([compiler, "-O1", str(source), "-o", str(binary)], check=False, capture_output=True).returncode == 0:
+                return max(float(subprocess.run([str(binary)], check=False, capture_output=True, text=True).stdout) for _ in range(3)), "measured"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":")[1]) / 1000, "lscpu"
+    raise RuntimeError("no clock: pass --ghz")
+
+
+def gemm_gflops(threads: int, precision: str, n: int = 2048, repeat: int = 10) -> float:
+    """Achieved GEMM rate of one OpenVINO MatMul (n x n x n): the practical ceiling for these networks."""
+    import openvino.opset16 as ops
+
+    rng = np.random.default_rng(0)
+    a = ops.parameter([n, n], np.float32)
+    model = ov.Model([ops.matmul(a, ops.constant(rng.random((n, n), dtype=np.float32)), False, False)], [a])
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    x = rng.random((n, n), dtype=np.float32)
+    request.infer({0: x})
     t0 = time.perf_counter()
     for _ in range(repeat):
-        torch.mm(a, b)
+        request.infer({0: x})
     return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
@@ -86,11 +124,14 @@ def bench_backends(backends, threads, repeat, peak) -> list[str]:
         requests = {p: compile_model(encoder_graph, threads=threads, precision=p).create_infer_request() for p in ("f32", "bf16")}
         flops = gflop(model.image_encoder, x)
 
-        def torch_call(bf16: bool):
+        def torch_call(bf16: bool, encoder=model.image_encoder, x=x):
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return model.image_encoder(x)
+                return encoder(x)
 
-        calls = {"OV f32": lambda: requests["f32"].infer({0: x_np}), "OV bf16": lambda: requests["bf16"].infer({0: x_np}),
+        def ov_call(precision: str, requests=requests, x=x_np):
+            return requests[precision].infer({0: x})
+
+        calls = {"OV f32": lambda: ov_call("f32"), "OV bf16": lambda: ov_call("bf16"),
                  "torch f32": lambda: torch_call(False), "torch bf16": lambda: torch_call(True)}
         slow = backend in SLOW
         t = interleaved(calls, repeat=2 if slow else repeat, warmup=1 if slow else 2)
@@ -98,19 +139,19 @@ def bench_backends(backends, threads, repeat, peak) -> list[str]:
                     f"{1000 * t['torch f32']:.0f} | {1000 * t['torch bf16']:.0f} | {t['torch f32'] / t['OV f32']:.2f} | "
                     f"{t['OV f32'] / t['OV bf16']:.2f} | {100 * flops / t['OV f32'] / peak:.0f} % | {flops / t['OV bf16']:.0f} |")
         print(rows[-1], flush=True)
-        del model, requests
     return rows
 
 
 def lite_graph():
     weights = rule_weights("lite_medsam")
-    x, _ = example_inputs(build_model("lite_medsam", pretrained=False).spec.profile)
-    return convert("litemedsam", weights)[0], x
+    x, boxes = example_inputs(build_model("lite_medsam", pretrained=False).spec.profile)
+    encoder, decoder = convert("litemedsam", weights)
+    return encoder, decoder, x, boxes[:1]
 
 
 def profile_litemedsam(threads: int, runs: int = 5) -> list[str]:
     """OpenVINO per-layer counters of the LiteMedSAM f32 encoder, summed by executed layer type."""
-    graph, x = lite_graph()
+    graph, _, x, _ = lite_graph()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
     request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
     request.infer({0: x})
@@ -131,7 +172,7 @@ def profile_litemedsam(threads: int, runs: int = 5) -> list[str]:
 def config_trials(threads: int, repeat: int) -> list[str]:
     """LiteMedSAM f32 encoder latency under other CPU plugin settings, interleaved; and compile time
     without and with the compiled-model cache."""
-    graph, x = lite_graph()
+    graph, decoder, x, box = lite_graph()
     base = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     trials = {
         "LATENCY hint (the backend's setting, threads: plugin default)": {},
@@ -149,6 +190,14 @@ def config_trials(threads: int, repeat: int) -> list[str]:
             "| setting | ms | vs the backend's |", "|---|---|---|"]
     first = next(iter(t.values()))
     rows += [f"| {name} | {1000 * s:.0f} | {s / first:.2f} |" for name, s in t.items()]
+    static = decoder.clone()
+    static.reshape({"boxes": [1, 4]})
+    embedding = requests[next(iter(trials))].get_output_tensor(0).data.copy()
+    decoders = {"dynamic box count [?, 4]": decoder, "static [1, 4] (the backend's one-box decoder)": static}
+    decoders = {name: core.compile_model(m, "CPU", base).create_infer_request() for name, m in decoders.items()}
+    t = interleaved({name: (lambda r=r: r.infer({0: embedding, 1: box})) for name, r in decoders.items()}, repeat=4 * repeat, warmup=3)
+    rows += ["", f"LiteMedSAM decoder, one box (median of {4 * repeat}, interleaved):", "", "| decoder input | ms |", "|---|---|"]
+    rows += [f"| {name} | {1000 * s:.1f} |" for name, s in t.items()]
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "encoder.xml"
         ov.save_model(graph, str(xml), compress_to_fp16=False)
@@ -160,8 +209,8 @@ def config_trials(threads: int, repeat: int) -> list[str]:
             t0 = time.perf_counter()
             core.compile_model(str(xml), "CPU", base)
             seconds.append(time.perf_counter() - t0)
-    rows += ["", f"Compile from the saved IR: {seconds[0]:.2f} s without the compiled-model cache, {seconds[1]:.2f} s filling it, "
-             f"{seconds[2]:.2f} s loading from it. Shapes are static already (encoder input (1, 3, S, S))."]
+    rows += ["", (f"Compile from the saved IR: {seconds[0]:.2f} s without the compiled-model cache, {seconds[1]:.2f} s filling it, "
+             f"{seconds[2]:.2f} s loading from it. Shapes are static already (encoder input (1, 3, S, S)).")]
     return rows
 
 
@@ -169,20 +218,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenVINO threads")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per variant (ViT-B: 2)")
-    ap.add_argument("--ghz", type=float, default=2.6, help="clock for the peak estimate (lscpu 'cpu MHz')")
+    ap.add_argument("--ghz", type=float, help="core clock for the peak estimate (default: measured, see clock_ghz)")
     ap.add_argument("--flop-per-cycle", type=int, default=64,
-                    help="f32 FLOP per cycle per core: 64 = two 512-bit FMA pipes (Zen 5), 32 = two 256-bit (Zen 4)")
+                    help="f32 FLOP per cycle per core: 64 = two 512-bit FMA pipes (Zen 5, Intel server cores), "
+                         "32 = two 256-bit pipes (Zen 4 runs AVX-512 on them)")
     ap.add_argument("--backends", default=",".join(REGISTRY_NAMES), help="comma-separated backends")
     ap.add_argument("--parts", default="backends,profile,config", help="comma-separated: backends, profile, config")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
-    peak = args.threads * args.ghz * args.flop_per_cycle
     print(machine_line(sys.orig_argv) + f", torch {torch.__version__}, threads {args.threads}\n")
     before, t0 = load(), time.perf_counter()
-    gemm = gemm_gflops(args.threads)
-    print(f"{cpu_model()}: f32 peak estimate {args.threads} cores x {args.ghz} GHz x {args.flop_per_cycle} FLOP/cycle = "
-          f"{peak:.0f} GFLOP/s; torch f32 GEMM (2048^3) reaches {gemm:.0f} GFLOP/s ({100 * gemm / peak:.0f} % of it)\n")
+    ghz, how = (args.ghz, "given") if args.ghz else clock_ghz()
+    peak = args.threads * ghz * args.flop_per_cycle
+    gemm = {p: gemm_gflops(args.threads, p) for p in ("f32", "bf16")}
+    print(f"{cpu_model()}: clock {ghz:.2f} GHz ({how}); f32 peak estimate {args.threads} cores x {ghz:.2f} GHz x "
+          f"{args.flop_per_cycle} FLOP/cycle = {peak:.0f} GFLOP/s (bf16 dot products: twice that); one OpenVINO MatMul "
+          f"2048^3 reaches {gemm['f32']:.0f} GFLOP/s f32 ({100 * gemm['f32'] / peak:.0f} % of the peak) and {gemm['bf16']:.0f} bf16\n")
     if "backends" in parts:
         print(f"Encoder per slice, median of {args.repeat} calls (ViT-B 2) after warm-up, the four variants interleaved:\n")
         bench_backends(args.backends.split(","), args.threads, args.repeat, peak)
