@@ -493,16 +493,17 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             return self._prepared
         try:
             geometry = Geometry.from_ijk_to_ras(imageData.GetDimensions(), matrix)
-            source = geometry.from_source_array(slicer.util.arrayFromVolume(volumeNode))  # a copy: the volume is only read
+            source = slicer.util.arrayFromVolume(volumeNode)  # a view: only read, never written
             if preset == "none" or (isVector and source.dtype == np.uint8):
                 if source.dtype != np.uint8:
                     raise ValueError(f"preset 'none' needs 8-bit data; the volume is {source.dtype}")
-                slices = source
-            else:
-                slices = apply_preset(source, window_wl=window) if window else apply_preset(source, preset=preset)
+                uint8 = source
+            else:  # presets are per voxel (or global percentiles): the same before or after reorienting
+                uint8 = apply_preset(source, window_wl=window) if window else apply_preset(source, preset=preset)
+            slices = geometry.from_source_array(uint8)  # a copy in the axial layout
         except ValueError as e:
             raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
-        self._prepared = (key, np.ascontiguousarray(slices), geometry)
+        self._prepared = (key, slices, geometry)
         return self._prepared
 
     @staticmethod
