@@ -167,23 +167,8 @@ def count_slice_steps(volume_shape: tuple[int, ...], boxes: np.ndarray, profile:
 
 
 def segment_3d_official(engine, volume: np.ndarray, boxes: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-    """The published order: every object on its own, every slice encoded again, one box per call."""
-    profile = engine.profile
-    depth = volume.shape[0]
-    geom = Geometry.of(volume.shape[1], volume.shape[2], profile.image_size)
-    segs = np.zeros(volume.shape[:3], dtype=np.uint16)
-    for i, box in enumerate(boxes, start=1):
-        obj = _plan(box, i, depth, profile.propagation)
-        mid_prompt = map_boxes(obj.box[None], geom)[0]
-        for zs in (range(obj.z_mid, obj.z_up_end + 1), range(obj.z_mid - 1, obj.z_lo - 1, -1)):
-            prompt = mid_prompt if zs.start == obj.z_mid else obj.mid_prompt_down
-            for z in zs:
-                logits = engine.decode(engine.encode(preprocess(volume[z], profile)[0]), prompt[None])
-                mask = logits_to_masks(logits, geom, profile)[0]
-                _write_labels(segs[z], mask[None], [i])
-                prompt = _next_prompt(obj, mask, geom, profile.propagation)
-                if z == obj.z_mid:
-                    obj.mid_prompt_down = prompt
-                if progress:
-                    progress(1)
-    return segs
+    """The published order: every object on its own, every slice encoded again, one box per call
+    (zoom's object-by-object loop with every box on the whole slice and no embedding reuse)."""
+    from .zoom import NEVER, segment_3d as by_object
+
+    return by_object(engine, volume, boxes, NEVER, lambda z, window: engine.encode(preprocess(volume[z], engine.profile)[0]), progress)

@@ -93,6 +93,8 @@ class ZoomRule:
         return Window(wx0, wy0, wx1, wy1)
 
 
+NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice: the published pipeline
+
 EmbedWindow = Callable[[Window], np.ndarray]  # a window of the slice -> its image embedding
 EmbedSliceWindow = Callable[[int, Window], np.ndarray]  # (slice, window) -> embedding
 

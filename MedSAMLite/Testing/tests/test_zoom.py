@@ -12,7 +12,7 @@ from MedSAMLiteLib.segmenter import Segmenter
 from MedSAMLiteLib.zoom import Window, ZoomRule, segment_3d as zoom_segment_3d
 
 RULE = ZoomRule(margin=0.5, min_size=64, max_box_fraction=0.4)
-NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice
+NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice (as zoom.NEVER)
 
 
 @pytest.mark.parametrize(
@@ -52,11 +52,12 @@ def _volume(shape, seed=0):
 
 @pytest.mark.parametrize("profile", [LITE, MEDFICIENT], ids=["litemedsam", "medficient"])
 def test_zoom_loop_without_zooming_is_the_published_propagation(profile):
-    """The zoomed 3D loop in the whole-slice frame must give the published masks exactly."""
+    """The zoomed 3D loop in the whole-slice frame (object by object) gives exactly the masks of the
+    slice-ordered propagation, whose rules test_propagation.py checks by hand."""
     size = profile.image_size
     volume = _volume((10, size - 40, size))
     boxes = np.array([[30, 40, 1, 120, 150, 8], [100, 20, 3, 200, 90, 9]])
-    expected = propagate.segment_3d_official(BoxEngine(profile), volume, boxes)
+    expected = propagate.segment_3d(BoxEngine(profile), volume, boxes)
     engine = BoxEngine(profile)
     got = zoom_segment_3d(engine, volume, boxes, NEVER, lambda z, w: engine.encode(preprocess(w.crop(volume[z]), profile)[0]))
     np.testing.assert_array_equal(got, expected)
