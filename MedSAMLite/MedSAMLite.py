@@ -745,7 +745,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if area is not None:
             inside = mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedInsideVisibleSegments, seg.EditAllowedInsideSingleSegment)
             source = source & (area if inside else ~area)
-        if editor.GetSourceVolumeIntensityMask():
+        if editor.GetSourceVolumeIntensityMask() and not job.volumeNode.IsA("vtkMRMLVectorVolumeNode"):
             lo, hi = editor.GetSourceVolumeIntensityMaskRange()
             values = slicer.util.arrayFromVolume(job.volumeNode)
             source = source & ((values >= lo) & (values <= hi)).astype(np.uint8)
