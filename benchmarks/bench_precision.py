@@ -10,15 +10,13 @@ Usage: .venv/bin/python benchmarks/bench_precision.py [--repeat 20] [--threads N
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from bench_common import machine_line
 from MedSAMLiteLib.headless.samples import brain_mask, coins_case, ct_brain_atlas_path, dice_per_label, mni152_case
 from MedSAMLiteLib.model_store import load_backend
 from MedSAMLiteLib.preprocess import preprocess
@@ -103,9 +101,7 @@ def main() -> int:
         latency = encoder_latency(backends, middle, args.repeat)
         rows.append((title, n, min(agree), float(np.mean(agree)), vs_gt, latency, seconds))
 
-    print(f"`{' '.join(sys.orig_argv)}` on {datetime.date.today()}, {platform.processor() or platform.machine()} "
-          f"({ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')}, {len(os.sched_getaffinity(0))} CPUs "
-          f"available), OpenVINO {ov.__version__}, threads {args.threads or 'default'}\n")
+    print(machine_line(sys.orig_argv) + f", threads {args.threads or 'default'}\n")
     print("| case | objects | DSC bf16 vs f32 (min / mean) | DSC vs reference f32 / bf16 | "
           "encoder median f32 / bf16 (ms) | speed-up | case seconds f32 / bf16 |")
     print("|---|---|---|---|---|---|---|")

@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMLite"))
 
 from MedSAMLiteLib.headless import samples  # noqa: E402
+from MedSAMLiteLib.headless.labels import boxes_from_labels  # noqa: E402
 from MedSAMLiteLib.model_store import load_backend  # noqa: E402
 from MedSAMLiteLib.presets import window  # noqa: E402
 from MedSAMLiteLib.segmenter import Segmenter  # noqa: E402
@@ -73,7 +74,7 @@ def _largest(mask: np.ndarray, count: int) -> list[np.ndarray]:
 
 
 def _box(mask: np.ndarray) -> np.ndarray:
-    return samples.boxes_from_labels(mask.astype(np.uint8))[0]
+    return boxes_from_labels(mask.astype(np.uint8))[1][0]
 
 
 def _ventricles(csf: np.ndarray) -> list[np.ndarray]:

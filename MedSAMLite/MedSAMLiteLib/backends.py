@@ -28,9 +28,6 @@ class BackendStats:
     decoder_seconds: float = 0.0
     boxes_decoded: int = 0
 
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
-
 
 class OpenVINOBackend:
     """Compiled encoder and decoder of one converted model, one infer request each.

@@ -82,12 +82,21 @@ def home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medsamlite"
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | Path, cached: bool = True) -> str:
+    """SHA-256 of a file; `cached`: once per file version (path, size, mtime) in this process, since
+    the panel asks for every backend's state and each load checks the 39 MB weights."""
+    st = os.stat(path)
+    version = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if not cached or version not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _digests[version] = h.hexdigest()
+    return _digests[version]
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -261,7 +270,7 @@ def check_converted(name: str, digest: str, recheck: bool = False) -> str | None
     except (OSError, ValueError):
         pass
     for file, (_, digest_file) in files.items():
-        if sha256_file(folder / file) != digest_file:
+        if sha256_file(folder / file, cached=False) != digest_file:  # the stamp above is this check's cache
             return f"corrupt: {file} does not match its SHA-256"
     try:  # best effort: a read-only cache just hashes every time
         _atomic_write(folder / VERIFIED, lambda tmp: tmp.write_text(json.dumps(stats)))

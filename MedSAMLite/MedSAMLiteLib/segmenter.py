@@ -71,9 +71,6 @@ class Segmenter:
             return key
         return (*key, ("crop", *window.bounds))
 
-    def is_cached(self, z: int) -> bool:
-        return self._key(z) in self.cache
-
     def embedding(self, z: int, window: Window | None = None) -> np.ndarray:
         """Image embedding of slice z (or of a window of it), encoded once, then served from the cache."""
         if self.image is None:

@@ -79,10 +79,6 @@ class Task:
         self._cancel.set()
 
     @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
     def running(self) -> bool:
         return self.state == self.RUNNING
 

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from MedSAMLiteLib.headless.cli import run
+
 # subcommand -> module that registers it
 COMMANDS: dict[str, str] = {
     "train": "medsamlite_torch.training.commands",
@@ -32,16 +34,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first if first in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("medsamlite-torch: interrupted", file=sys.stderr)
-        return 130
+    return run(build_parser(first if first in COMMANDS else None), argv)
 
 
 if __name__ == "__main__":

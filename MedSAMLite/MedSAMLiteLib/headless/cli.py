@@ -33,17 +33,22 @@ def join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+def run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse and run one subcommand: its exit status; help and 2 without one, 130 on Ctrl+C
+    (shared with `medsamlite-torch`)."""
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("medsamlite: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), join_negative_values(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model_store import download_wheel, home
+from .labels import boxes_from_labels
 
 NILEARN_VERSION = "0.14.1"
 _MNI = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
@@ -71,19 +72,6 @@ def _axial(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.flip(np.transpose(data, (2, 1, 0)), axis=1))
 
 
-def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
-    """One tight box per label 1..max: (N, 4) xyxy for 2D, (N, 6) x,y,z min then max for 3D."""
-    boxes = []
-    for label in range(1, int(labels.max()) + 1):
-        idx = np.nonzero(labels == label)
-        if idx[0].size == 0:
-            raise ValueError(f"label {label} is empty")
-        lo = [int(a.min()) for a in idx][::-1]  # (z,)y,x -> x,y(,z)
-        hi = [int(a.max()) for a in idx][::-1]
-        boxes.append(lo + hi)
-    return np.asarray(boxes, dtype=np.int64)
-
-
 def mni152_case(slab: slice = slice(None)) -> dict[str, np.ndarray]:
     """Brain MR volume (189 x 233 x 197 axial, 1 mm) with one object: the brain (grey + white matter
     > 50 %, holes filled per slice, largest connected component); `slab` keeps some axial slices."""
@@ -96,7 +84,7 @@ def mni152_case(slab: slice = slice(None)) -> dict[str, np.ndarray]:
     filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
     comps, n = ndimage.label(filled)
     labels = (comps == 1 + int(np.argmax(ndimage.sum_labels(filled, comps, range(1, n + 1))))).astype(np.uint16)
-    return {"imgs": t1.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels), "spacing": np.ones(3)}
+    return {"imgs": t1.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels)[1], "spacing": np.ones(3)}
 
 
 def coins_case(min_area: int = 400) -> dict[str, np.ndarray]:
@@ -114,13 +102,7 @@ def coins_case(min_area: int = 400) -> dict[str, np.ndarray]:
     labels = np.zeros(image.shape, dtype=np.uint16)
     for new, old in enumerate(keep, start=1):
         labels[comps == old] = new
-    return {"imgs": image.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels)}
-
-
-SAMPLES = {
-    "3DBox_MR_mni152": lambda: mni152_case(slice(60, 100)),  # 40 slices keep the demo quick on a CPU
-    "2DBox_Microscopy_coins": coins_case,
-}
+    return {"imgs": image.astype(np.uint8), "gts": labels, "boxes": boxes_from_labels(labels)[1]}
 
 
 def mni152_multi_case() -> dict[str, np.ndarray]:
@@ -138,43 +120,11 @@ def mni152_multi_case() -> dict[str, np.ndarray]:
     return {"imgs": case["imgs"], "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.ones(3)}
 
 
-def mni152_large_case() -> dict[str, np.ndarray]:
-    """Memory benchmark case: the whole MNI152 T1 resampled to (300, 512, 512) with 6 boxes."""
-    from scipy import ndimage
-
-    case = mni152_case()
-    depth, height, width = case["imgs"].shape
-    zoom = (300 / depth, 512 / height, 512 / width)
-    imgs = ndimage.zoom(case["imgs"], zoom, order=1, grid_mode=True, mode="grid-constant")
-    labels = ndimage.zoom(case["gts"], zoom, order=0, grid_mode=True, mode="grid-constant")
-    x0, y0, z0, x1, y1, z1 = boxes_from_labels(labels)[0]
-    xm, ym, zm = (x0 + x1) // 2, (y0 + y1) // 2, (z0 + z1) // 2
-    boxes = [[x0, y0, z0, x1, y1, z1], [x0, y0, z0, xm, y1, zm], [xm, y0, zm, x1, y1, z1],
-             [x0, y0, z0, x1, ym, z1], [x0, ym, z0, x1, y1, zm], [xm - 60, ym - 60, zm - 40, xm + 60, ym + 60, zm + 40]]
-    return {"imgs": imgs, "boxes": np.asarray(boxes, dtype=np.int64), "spacing": np.array([189 / 300, 233 / 512, 197 / 512])}
-
-
 def mni152_slice_case() -> dict[str, np.ndarray]:
     """Cold-start case: one axial MNI152 slice as a 2D image with one box (a typical single click)."""
     case = mni152_case(slice(94, 95))
     x0, y0, _, x1, y1, _ = case["boxes"][0]
     return {"imgs": case["imgs"][0], "gts": case["gts"][0], "boxes": np.array([[x0, y0, x1, y1]], dtype=np.int64)}
-
-
-BENCH_SAMPLES = {**SAMPLES, "3DBox_MR_mni152x5": mni152_multi_case, "2DBox_MR_mni152slice": mni152_slice_case}
-LARGE_SAMPLES = {"3DBox_MR_mni152_300x512x512": mni152_large_case}
-
-
-def write_samples(out_dir: str | Path, names: list[str] | None = None, bench: bool = False, large: bool = False) -> list[Path]:
-    from .cases import atomic_savez
-
-    available = LARGE_SAMPLES if large else BENCH_SAMPLES if bench else SAMPLES
-    written = []
-    for name in names or list(available):
-        path = Path(out_dir) / f"{name}.npz"
-        atomic_savez(path, **available[name]())
-        written.append(path)
-    return written
 
 
 def dice_per_label(segs: np.ndarray, gts: np.ndarray, n_labels: int | None = None) -> list[float]:

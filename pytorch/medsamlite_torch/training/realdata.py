@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from MedSAMLiteLib.headless.cases import atomic_savez
-from MedSAMLiteLib.headless.samples import _axial, boxes_from_labels, coins_case, mni152_case, mni152_paths
+from MedSAMLiteLib.headless.labels import boxes_from_labels
+from MedSAMLiteLib.headless.samples import _axial, coins_case, mni152_case, mni152_paths
 
 
 def _mni_labels(slab: slice) -> dict[str, np.ndarray]:
@@ -63,7 +64,7 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 def _with_boxes(case: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     case["gts"] = _relabel(case["gts"])
-    case["boxes"] = boxes_from_labels(case["gts"])
+    case["boxes"] = boxes_from_labels(case["gts"])[1]
     if case["imgs"].ndim == 3 and case["gts"].ndim == 3:
         case["spacing"] = np.ones(3)
     return case
