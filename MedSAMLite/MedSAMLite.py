@@ -256,7 +256,8 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def segmentEditorUndoHook(self):
         """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one
-        Segment is one step of its undo (Ctrl+Z). Otherwise the Logic uses MRML scene undo."""
+        Segment is one step of its undo (Ctrl+Z). Otherwise: the scene's undo when it is on, and
+        the Logic's own `undo()` always."""
         self.logic.editorNode = None
         try:
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
@@ -371,13 +372,12 @@ class SegmentJob:
 
 
 class SegmentRun:
-    """One Segment click in progress: the job, its worker task, and what `poll` has written so far."""
+    """One Segment click in progress: the job, its worker task, and the writer that puts its results
+    into the segment (and can take them back)."""
 
-    def __init__(self, job, task):
-        self.job, self.task = job, task
+    def __init__(self, job, task, writer):
+        self.job, self.task, self.writer = job, task, writer
         self.segmentId = job.segmentId
-        self.original = None  # the target segment's voxels before the first write (to restore on cancel)
-        self.written = False
 
     def cancel(self):
         self.task.cancel()
@@ -401,6 +401,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         self.lastStatus = ""
         self.undoHook = None  # e.g. the Segment Editor's saveStateForUndo; None: MRML scene undo
         self.editorNode = None  # a vtkMRMLSegmentEditorNode whose masking settings apply, if any
+        self._finished = []  # writers of the last finished Segments, newest last (for `undo`)
 
     def setDefaultParameters(self, parameterNode):
         defaults = {"Backend": DEFAULT_BACKEND, "Preset": "auto", "Mode": "auto", "EmptySliceLimit": str(DEFAULT_EMPTY_SLICE_LIMIT),
@@ -607,8 +608,14 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
         if self._running is not None and self._running.task.running:
             raise InputError("a segmentation is already running: wait for it or cancel it")
+        from MedSAMLiteLib.slicer_segments import SegmentWriter
+
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
-        run = SegmentRun(job, Task(lambda progress: self.run(job, progress), total=self.steps(job)))
+        try:
+            writer = SegmentWriter(segmentationNode, segmentId, volumeNode, self.editorNode, self.undoHook, name=f"MedSAMLite {backend}")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        run = SegmentRun(job, Task(lambda progress: self.run(job, progress), total=self.steps(job)), writer)
         self._running = run
         return run
 
@@ -619,15 +626,24 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
         partial = run.task.partial()
         state = run.task.state
-        if state == Task.RUNNING:
-            if partial is not None:
-                self._write(run, partial)
-            return False
-        if state == Task.DONE:
-            self._write(run, run.task.result)
-        elif run.written:
+        try:
+            if state == Task.RUNNING:
+                if partial is not None:
+                    self._write(run, partial, final=False)
+                return False
+            if state == Task.DONE:
+                self._write(run, run.task.result)
+        except Exception as e:  # a failed write: nothing of the run stays
+            run.cancel()
+            self._running = None
             self._restore(run)
+            raise InputError(f"writing the segment failed: {_oneLine(e)}") from None
         self._running = None
+        if state == Task.DONE:
+            run.writer.finish()
+            self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
+            return True
+        self._restore(run)
         if state == Task.CANCELLED:
             self.lastStatus = "cancelled: the segment is unchanged"
         elif state == Task.FAILED:
@@ -639,6 +655,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """Segment the structure in `roiNode` on `volumeNode` into `segmentId` of `segmentationNode`
         (a new segment named after the backend when None); returns the segment ID. Blocks until done.
 
+        A 2D result replaces the segment on its slice, a 3D result on the ROI's slices; the rest of
+        the segment is kept (MedSAMLiteLib/slicer_segments.py writes only the extent that changes).
         The ROI may be rotated; volume, ROI and segmentation may sit under transforms. `preset` None =
         automatic (RGB and 8-bit data as they are, anything else with the volume's window/level).
         `mode` auto/2d/3d, `emptySliceLimit` (3D stops after that many empty slices; 0 = never) and
@@ -685,129 +703,38 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         roiNode.SetSize(size[0], size[1], 0.5 * spacing)
 
     # -- writing MRML (main thread) -------------------------------------------------------------------
-    def _write(self, run, mask):
-        """Write `mask` into the run's segment: the first write saves one undo state and keeps the
-        segment's previous voxels; a 2D result replaces only its slice; editor masking applies."""
+    UNDO_STEPS = 10
+
+    def _write(self, run, mask, final=True):
+        """Hand the run's writer the slices `mask` replaces, as a crop: a 2D result its slice, a 3D
+        result the ROI's slices (the segment elsewhere is kept), a partial result the slices it has."""
         job = run.job
-        segmentation = job.segmentationNode.GetSegmentation()
-        if not run.written:
-            self._saveStateForUndo(job.segmentationNode)
-            if run.segmentId is None:
-                run.segmentId = segmentation.AddEmptySegment("", f"MedSAMLite {job.backend}")
-                run.original = None
-            else:
-                run.original = self._segmentArray(job, run.segmentId)
-            run.written = True
-        source = job.geometry.to_source_array(mask.astype(np.uint8))
-        if job.is2d and run.original is not None:
-            keep = job.geometry.from_source_array(run.original)
-            keep[job.box.z0] = mask[job.box.z0]
-            source = job.geometry.to_source_array(keep)
-        self._writeSegment(job, run.segmentId, self._editable(job, run.segmentId, source))
-
-    def _restore(self, run):
-        """Put the segment back as it was before the run (or remove the segment the run created)."""
-        if run.original is None:
-            run.job.segmentationNode.GetSegmentation().RemoveSegment(run.segmentId)
-            run.segmentId = run.job.segmentId
+        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        if job.is2d:
+            z0 = z1 = job.box.z0
+        elif final:
+            z0, z1 = min([job.box.z0, *zs[:1]]), max([job.box.z1, *zs[-1:]])
+        elif len(zs):
+            z0, z1 = zs[0], zs[-1]
         else:
-            self._writeSegment(run.job, run.segmentId, run.original)
-
-    def _saveStateForUndo(self, segmentationNode):
-        """One undo step per Segment: the Segment Editor's (undoHook) or, if enabled, the scene's."""
-        if self.undoHook is not None:
-            self.undoHook()
             return
-        scene = segmentationNode.GetScene()
-        if scene is not None and scene.GetUndoFlag():
-            segmentationNode.UndoEnabledOn()
-            scene.SaveStateForUndo()
-
-    def _editable(self, job, segmentId, source):
-        """The Segment Editor's masking (editable area, intensity range) applied to `source`, and its
-        overwrite mode applied to the other segments. Without an editor node: no change, and other
-        segments are never touched."""
-        editor = self.editorNode
-        if editor is None:
-            return source
-        seg = slicer.vtkMRMLSegmentationNode
-        others = [i for i in job.segmentationNode.GetSegmentation().GetSegmentIDs() if i != segmentId]
-        display = job.segmentationNode.GetDisplayNode()
-        visible = [i for i in others if display is None or display.GetSegmentVisibility(i)]
-        mode = editor.GetMaskMode()
-        area = None
-        if mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedOutsideAllSegments):
-            area = self._union(job, others)
-        elif mode in (seg.EditAllowedInsideVisibleSegments, seg.EditAllowedOutsideVisibleSegments):
-            area = self._union(job, visible)
-        elif mode == seg.EditAllowedInsideSingleSegment:
-            area = self._union(job, [editor.GetMaskSegmentID()])
-        if area is not None:
-            inside = mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedInsideVisibleSegments, seg.EditAllowedInsideSingleSegment)
-            source = source & (area if inside else ~area)
-        if editor.GetSourceVolumeIntensityMask() and not job.volumeNode.IsA("vtkMRMLVectorVolumeNode"):
-            lo, hi = editor.GetSourceVolumeIntensityMaskRange()
-            values = slicer.util.arrayFromVolume(job.volumeNode)
-            source = source & ((values >= lo) & (values <= hi)).astype(np.uint8)
-        overwrite = {editor.OverwriteAllSegments: others, editor.OverwriteVisibleSegments: visible}.get(editor.GetOverwriteMode(), [])
-        for other in overwrite:
-            current = self._segmentArray(job, other)
-            if current is not None and (current & source).any():
-                self._writeSegment(job, other, current & (1 - source))
-        return source
-
-    def _union(self, job, segmentIds):
-        union = np.zeros(slicer.util.arrayFromVolume(job.volumeNode).shape[:3], dtype=np.uint8)
-        for segmentId in segmentIds:
-            current = self._segmentArray(job, segmentId)
-            if current is not None:
-                union |= current
-        return union
+        extent, voxels = job.geometry.crop_to_source(mask[z0:z1 + 1], (z0, 0, 0))
+        run.writer.write(extent, voxels)
+        run.segmentId = run.writer.segmentId
 
     @staticmethod
-    def _tempLabelmap(job):
-        """A labelmap on the volume's voxel grid, expressed in the segmentation's coordinate frame
-        (through the transforms between them), so that import and export need no resampling."""
-        volumeToSegmentation = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
-            job.volumeNode.GetParentTransformNode(), job.segmentationNode.GetParentTransformNode(), volumeToSegmentation)
-        linear = vtk.vtkTransform()
-        if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(volumeToSegmentation, linear):
-            raise InputError("the volume and the segmentation are related by a non-linear transform; harden it first")
-        ijkToRas = vtk.vtkMatrix4x4()
-        job.volumeNode.GetIJKToRASMatrix(ijkToRas)
-        vtk.vtkMatrix4x4.Multiply4x4(linear.GetMatrix(), ijkToRas, ijkToRas)
-        labelmap = slicer.modules.volumes.logic().CreateAndAddLabelVolume(slicer.mrmlScene, job.volumeNode, "__MedSAMLite_tmp__")
-        labelmap.SetAndObserveTransformNodeID(job.segmentationNode.GetTransformNodeID())
-        labelmap.SetIJKToRASMatrix(ijkToRas)
-        labelmap.SetUndoEnabled(False)
-        return labelmap
+    def _restore(run):
+        """Every segment the run touched back as before (a segment it created is removed)."""
+        run.writer.restore()
+        run.segmentId = run.job.segmentId
 
-    def _segmentArray(self, job, segmentId):
-        """The segment's current voxels (uint8 0/1) on the volume's grid (k, j, i), or None if absent."""
-        if job.segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-            return None
-        labelmap = self._tempLabelmap(job)
-        try:
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segmentId)
-            slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(job.segmentationNode, ids, labelmap, labelmap)
-            return (slicer.util.arrayFromVolume(labelmap) > 0).astype(np.uint8)
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmap)
-
-    def _writeSegment(self, job, segmentId, array):
-        labelmap = self._tempLabelmap(job)
-        try:
-            slicer.util.updateVolumeFromArray(labelmap, array)
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(segmentId)
-            if not array.any():
-                slicer.vtkSlicerSegmentationsModuleLogic.ClearSegment(job.segmentationNode, segmentId)
-            elif not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, job.segmentationNode, ids):
-                raise RuntimeError("writing the mask into the segment failed")
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmap)
+    def undo(self):
+        """Take back the last finished Segment (every segment it changed) with the scene's undo off and
+        the Segment Editor closed; True if done. Refused (False, nothing changed) when nothing is left
+        to undo or a changed segment was edited since."""
+        if not self._finished or not self._finished[-1].undoable():
+            return False
+        return self._finished.pop().undo()
 
 
 def _oneLine(error):

@@ -152,6 +152,19 @@ class Geometry:
         order = np.argsort([n - 1 - a for a, _ in axes]).tolist()
         return np.ascontiguousarray(np.transpose(flipped, order + list(range(n, canonical.ndim))))
 
+    def crop_to_source(self, crop: np.ndarray, origin) -> tuple[tuple[int, ...], np.ndarray]:
+        """A crop of a canonical array, `crop` (d,h,w) starting at canonical index `origin` (z,y,x)
+        -> the source extent it covers, (i0, i1, j0, j1, k0, k1) inclusive, and its voxels in source
+        (k, j, i) order: a mask travels and is written as a crop, never as a whole volume."""
+        n = self.ndim
+        crop = np.asarray(crop)
+        first = np.asarray(origin, dtype=np.int64)
+        last = first + np.asarray(crop.shape[:n]) - 1
+        a = self.index_to_source @ np.r_[first, 1]
+        b = self.index_to_source @ np.r_[last, 1]
+        lo, hi = np.minimum(a, b)[:n], np.maximum(a, b)[:n]
+        return tuple(int(v) for pair in zip(lo, hi) for v in pair), self.to_source_array(crop)
+
     def same_grid(self, other: "Geometry", tol: float = 1e-3) -> bool:
         """Same voxel grid in space: sizes equal, spacing, origin and direction within `tol`."""
         return (

@@ -78,7 +78,8 @@ def test_middle_slice_first_then_cancel_restores_the_segment(data):
     assert logic.published.wait(60)
     assert logic.poll(run) is False  # the middle slice is written now, the rest is pending
     partial = _segment_array(data)
-    assert np.flatnonzero(partial.any(axis=(1, 2))).tolist() == [6], "only the middle slice so far"
+    # the middle slice so far; slice 0 holds the segment's earlier content, outside the ROI's slices: kept
+    assert np.flatnonzero(partial.any(axis=(1, 2))).tolist() == [0, 6]
     with pytest.raises(MODULE.InputError, match="already running"):
         _start(logic, data)
     run.cancel()
@@ -154,7 +155,8 @@ def test_prefetch_then_segment_encodes_nothing_and_a_changed_volume_is_never_sta
     fresh = MODULE.MedSAMLiteLogic()
     fresh._cache = None
     fresh_segment = fresh.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", emptySliceLimit=0)
-    np.testing.assert_array_equal(changed, _segment_array(data, fresh_segment))
+    # the target keeps its earlier content outside the ROI's slices (slice 0); the new segment has none
+    np.testing.assert_array_equal(changed, _segment_array(data, fresh_segment) | data["before"])
     assert not np.array_equal(first, changed)
 
 
@@ -197,3 +199,41 @@ def test_segment_editor_masking_and_overwrite(data):
     result = _segment_array(data)
     assert (result & other_mask).any()
     assert not (_segment_array(data, other) & result).any(), "overwrite: the other segment gives way"
+
+
+def test_cancel_in_overwrite_mode_restores_the_segments_a_partial_result_erased(data):
+    segmentation, volume = data["segmentation"], data["volume"]
+    other = segmentation.GetSegmentation().AddEmptySegment("", "other")
+    other_mask = np.zeros(data["reference"].shape, np.uint8)
+    other_mask[:, 10:50, 10:50] = 1  # overlaps the brain on every slice
+    slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
+    editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetOverwriteMode(editor.OverwriteAllSegments)
+    logic = GatedLogic()
+    logic.editorNode = editor
+    run = _start(logic, data)
+    assert logic.published.wait(60)
+    assert logic.poll(run) is False
+    erased = other_mask.astype(bool) & ~_segment_array(data, other).astype(bool)
+    assert np.flatnonzero(erased.any(axis=(1, 2))).tolist() == [6], "the middle slice took voxels of the other segment"
+    run.cancel()
+    logic.gate.set()
+    assert run.task.wait(30)
+    assert logic.poll(run) is True
+    np.testing.assert_array_equal(_segment_array(data, other), other_mask)
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+
+
+def test_undo_takes_back_the_last_segment_with_scene_undo_off_and_no_editor(data, scene):
+    assert not scene.GetUndoFlag()
+    logic = MODULE.MedSAMLiteLogic()
+    assert logic.undo() is False  # nothing yet
+    logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
+    created = logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", mode="2d", emptySliceLimit=0)
+    assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 2
+    assert logic.undo() is True  # the 2D Segment into a new segment: removed
+    assert data["segmentation"].GetSegmentation().GetSegment(created) is None
+    assert _segment_array(data)[3:10].any()
+    assert logic.undo() is True  # the 3D Segment: the target as it was before
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+    assert logic.undo() is False

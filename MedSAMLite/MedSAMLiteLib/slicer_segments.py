@@ -1,0 +1,351 @@
+"""Read and write a segment over the extent that changes (main thread, Slicer side).
+
+The one part of MedSAMLiteLib that imports slicer and vtk: the Logic imports it lazily, the headless
+core never does. Work here is sized by the written extent, never by the volume: segments are read as
+numpy views of their labelmap layer (or resampled over the extent when the grids differ), and written
+with extent-limited labelmaps through `vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`
+(MIN to clear, MASK to fill), the calls the Segment Editor's effects use. No temporary labelmap node,
+no whole-volume array.
+
+Coordinates: extents and arrays are in the volume's IJK grid, (i0, i1, j0, j1, k0, k1) inclusive and
+arrays in (k, j, i) order like `slicer.util.arrayFromVolume`. They are mapped into the segmentation's
+labelmap grid (its reference geometry, or the volume's grid when it has none) through the nodes'
+parent transforms; a non-linear transform between them is refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+BINARY = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+_LOGIC = slicer.vtkSlicerSegmentationsModuleLogic
+
+
+class SegmentWriteError(ValueError):
+    """The segment cannot be written (transforms, representation): one line for the user."""
+
+
+def _matrix(vtk_matrix) -> np.ndarray:
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _valid(extent) -> bool:
+    return all(extent[2 * a] <= extent[2 * a + 1] for a in range(3))
+
+
+def _intersect(a, b):
+    return tuple(max(a[i], b[i]) if i % 2 == 0 else min(a[i], b[i]) for i in range(6))
+
+
+def _union(a, b):
+    return tuple(min(a[i], b[i]) if i % 2 == 0 else max(a[i], b[i]) for i in range(6))
+
+
+def _slices(extent, within):
+    """numpy (k, j, i) slices of `extent` inside an array that covers `within`."""
+    return tuple(slice(extent[2 * a] - within[2 * a], extent[2 * a + 1] - within[2 * a] + 1) for a in (2, 1, 0))
+
+
+def _shape(extent):
+    return tuple(extent[2 * a + 1] - extent[2 * a] + 1 for a in (2, 1, 0))
+
+
+def _bbox(mask, extent):
+    """Extent of the non-zero voxels of `mask` (laid over `extent`), or None when it is empty."""
+    if not mask.any():
+        return None
+    k, j, i = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    return (extent[0] + i[0], extent[0] + i[-1], extent[2] + j[0], extent[2] + j[-1], extent[4] + k[0], extent[4] + k[-1])
+
+
+class LabelmapGrid:
+    """The segmentation's labelmap grid and how the volume's voxel grid maps into it."""
+
+    def __init__(self, segmentationNode, volumeNode):
+        between = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
+            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), between)
+        linear = vtk.vtkTransform()
+        if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(between, linear):
+            raise SegmentWriteError("the volume and the segmentation are related by a non-linear transform; harden it first")
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRas)
+        volumeToSegmentation = _matrix(linear.GetMatrix()) @ _matrix(ijkToRas)
+        self.matrix = volumeToSegmentation  # the volume's grid, used when the segmentation has no geometry of its own
+        geometry = segmentationNode.GetSegmentation().GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+        if geometry:
+            reference = slicer.vtkOrientedImageData()
+            if slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, reference, False):
+                m = vtk.vtkMatrix4x4()
+                reference.GetImageToWorldMatrix(m)
+                self.matrix = _matrix(m)
+        self.volumeToGrid = np.linalg.inv(self.matrix) @ volumeToSegmentation
+        rounded = np.round(self.volumeToGrid[:3, 3])
+        self.offset = None  # integer shift volume IJK -> grid IJK when the grids coincide (no resampling)
+        if np.allclose(self.volumeToGrid[:3, :3], np.eye(3), atol=1e-4) and np.allclose(self.volumeToGrid[:3, 3], rounded, atol=1e-3):
+            self.offset = rounded.astype(int)
+
+    def image(self, extent, array=None, matrix=None):
+        """A vtkOrientedImageData on this grid (or `matrix`) over `extent`, holding `array` (k, j, i)."""
+        image = slicer.vtkOrientedImageData()
+        image.SetGeometryFromImageToWorldMatrix(slicer.util.vtkMatrixFromArray(self.matrix if matrix is None else matrix))
+        image.SetExtent(*extent)
+        if array is not None:
+            image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+            numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(_shape(extent))[:] = array
+        return image
+
+    def sameGeometry(self, image) -> bool:
+        m = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(m)
+        return np.allclose(_matrix(m), self.matrix, atol=1e-4 * max(1.0, np.abs(self.matrix[:3, :3]).max()))
+
+    def fromVolume(self, extent, array):
+        """(grid extent, array on the grid, covered) for `array` over the volume's `extent`: the voxels
+        of the grid whose centre lies in the volume's voxels (nearest neighbour), nothing resampled
+        when the grids coincide."""
+        if self.offset is not None:
+            o = self.offset
+            shifted = tuple(int(extent[i] + o[i // 2]) for i in range(6))
+            return shifted, array, np.ones(array.shape, bool)
+        corners = np.array([[x, y, z, 1.0] for x in (extent[0] - 0.5, extent[1] + 0.5)
+                            for y in (extent[2] - 0.5, extent[3] + 0.5) for z in (extent[4] - 0.5, extent[5] + 0.5)])
+        inGrid = (self.volumeToGrid @ corners.T).T[:, :3]
+        lo, hi = np.ceil(inGrid.min(axis=0) - 1e-6).astype(int), np.floor(inGrid.max(axis=0) + 1e-6).astype(int)
+        target = (lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
+        source = self.image(extent, 2 + (array > 0), matrix=self.matrix @ self.volumeToGrid)  # 0 = not covered
+        out = slicer.vtkOrientedImageData()
+        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(source, self.image(target), out, False, False):
+            raise SegmentWriteError("could not map the result onto the segmentation's grid")
+        values = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars()).reshape(_shape(out.GetExtent()))
+        values = values[_slices(target, out.GetExtent())]
+        return target, values == 3, values > 0
+
+    def toVolume(self, extent):
+        """The volume's extent under grid `extent` (only when the grids coincide)."""
+        return tuple(int(extent[i] - self.offset[i // 2]) for i in range(6))
+
+
+class SegmentWriter:
+    """Writes one run's results into a segment, and can put back every segment it touched.
+
+    `write(extent, voxels)`: inside the volume-IJK `extent` the segment becomes `voxels` (k, j, i)
+    where the Segment Editor's masking allows it (editable area, intensity range; `editorNode` None:
+    everywhere) and stays as it was elsewhere; outside the extent nothing changes. The editor's
+    overwrite mode removes the written voxels from the other segments it names. The first write
+    creates the segment when `segmentId` is None and saves one undo state (`undoHook`, e.g. the
+    Segment Editor's saveStateForUndo, else the scene's when the scene's undo is on): one run is one
+    undo step. `restore()` puts every touched segment back as it was (a created one is removed);
+    after the run, `undo()` does the same unless a touched segment was edited in the meantime.
+    """
+
+    def __init__(self, segmentationNode, segmentId, volumeNode, editorNode=None, undoHook=None, name="MedSAMLite"):
+        if segmentId is not None and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            raise SegmentWriteError(f"segment '{segmentId}' is not in segmentation '{segmentationNode.GetName()}'")
+        source = segmentationNode.GetSegmentation().GetSourceRepresentationName()
+        if segmentationNode.GetSegmentation().GetNumberOfSegments() and source != BINARY:
+            raise SegmentWriteError(f"segmentation '{segmentationNode.GetName()}' is edited as {source.lower()}: "
+                                    "make binary labelmap its source representation first (Segmentations module)")
+        self.segmentationNode, self.segmentId, self.volumeNode = segmentationNode, segmentId, volumeNode
+        self.editorNode, self.undoHook, self.name = editorNode, undoHook, name
+        self.grid = LabelmapGrid(segmentationNode, volumeNode)
+        self.created = False
+        self.written = False
+        self._before = {}  # segment ID -> (grid extent, uint8 voxels before the run's first write there)
+        self._after = None  # the same extents after the run (set by finish), to check before undo
+
+    @property
+    def segmentation(self):
+        return self.segmentationNode.GetSegmentation()
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def read(self, segmentId, extent):
+        """The segment's voxels (bool, k, j, i) over the grid `extent`; zeros where it has none."""
+        segment = self.segmentation.GetSegment(segmentId)
+        layer = segment.GetRepresentation(BINARY) if segment is not None else None
+        out = np.zeros(_shape(extent), bool)
+        if layer is None or not _valid(layer.GetExtent()):
+            return out
+        label = segment.GetLabelValue()
+        if self.grid.sameGeometry(layer):
+            have = layer.GetExtent()
+            common = _intersect(extent, have)
+            if _valid(common):
+                values = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(_shape(have))
+                out[_slices(common, extent)] = values[_slices(common, have)] == label
+            return out
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(layer, self.grid.image(extent), resampled, False, False)
+        have = resampled.GetExtent()
+        common = _intersect(extent, have)
+        if _valid(common) and resampled.GetPointData().GetScalars() is not None:
+            values = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(_shape(have))
+            out[_slices(common, extent)] = values[_slices(common, have)] == label
+        return out
+
+    def _set(self, segmentId, extent, voxels):
+        """The segment becomes `voxels` inside the grid `extent`; unchanged outside (MIN clears the
+        segment's own label where voxels are 0, MASK writes it where they are 1)."""
+        labelmap = self.grid.image(extent, voxels.astype(np.uint8))
+        ok = _LOGIC.SetBinaryLabelmapToSegment(labelmap, self.segmentationNode, segmentId, _LOGIC.MODE_MERGE_MIN, extent)
+        if ok and voxels.any():
+            ok = _LOGIC.SetBinaryLabelmapToSegment(labelmap, self.segmentationNode, segmentId, _LOGIC.MODE_MERGE_MASK, extent)
+        if not ok:
+            raise SegmentWriteError(f"writing segment '{segmentId}' failed")
+
+    def _remember(self, segmentId, extent):
+        """Keep the segment's voxels over `extent` as they were before this run (once per voxel)."""
+        known = self._before.get(segmentId)
+        if known is None:
+            self._before[segmentId] = (extent, self.read(segmentId, extent).astype(np.uint8))
+            return
+        have, voxels = known
+        grown = _union(have, extent)
+        if grown == have:
+            return
+        before = self.read(segmentId, grown).astype(np.uint8)
+        before[_slices(have, grown)] = voxels  # inside `have` the run has written: the kept voxels are the truth
+        self._before[segmentId] = (grown, before)
+
+    # -- Segment Editor masking -------------------------------------------------------------------------
+    def _others(self):
+        return [s for s in self.segmentation.GetSegmentIDs() if s != self.segmentId]
+
+    def _visible(self, ids):
+        display = self.segmentationNode.GetDisplayNode()
+        return [s for s in ids if display is None or display.GetSegmentVisibility(s)]
+
+    def _editable(self, extent, inRange):
+        """Where the editor lets the segment change inside grid `extent` (bool), None = everywhere;
+        `inRange` (or None) says where the volume's intensity is in the editor's range."""
+        editor = self.editorNode
+        if editor is None:
+            return None
+        seg = slicer.vtkMRMLSegmentationNode
+        mode = editor.GetMaskMode()
+        others = self._others()
+        area = {
+            seg.EditAllowedInsideAllSegments: others, seg.EditAllowedOutsideAllSegments: others,
+            seg.EditAllowedInsideVisibleSegments: self._visible(others), seg.EditAllowedOutsideVisibleSegments: self._visible(others),
+            seg.EditAllowedInsideSingleSegment: [editor.GetMaskSegmentID()],
+        }.get(mode)
+        allowed = np.ones(_shape(extent), bool) if inRange is None else inRange
+        if area is not None:
+            union = np.zeros(_shape(extent), bool)
+            for segmentId in area:
+                if segmentId:
+                    union |= self.read(segmentId, extent)
+            inside = mode in (seg.EditAllowedInsideAllSegments, seg.EditAllowedInsideVisibleSegments, seg.EditAllowedInsideSingleSegment)
+            allowed = allowed & (union if inside else ~union)
+        return allowed
+
+    def _inRange(self, volumeExtent, box, gridExtent):
+        """Where the volume's intensity is inside the editor's range, over grid `box` (None: no range)."""
+        editor = self.editorNode
+        if editor is None or not editor.GetSourceVolumeIntensityMask() or self.volumeNode.IsA("vtkMRMLVectorVolumeNode"):
+            return None
+        lo, hi = editor.GetSourceVolumeIntensityMaskRange()
+        if self.grid.offset is not None:
+            volumeExtent = self.grid.toVolume(box)
+        values = slicer.util.arrayFromVolume(self.volumeNode)[_slices(volumeExtent, (0, 0, 0, 0, 0, 0))]
+        inRange = (values >= lo) & (values <= hi)
+        if self.grid.offset is None:  # the grids differ: the range goes through the result's mapping
+            _, inRange, covered = self.grid.fromVolume(volumeExtent, inRange)
+            inRange = (inRange & covered)[_slices(box, gridExtent)]
+        return inRange
+
+    def _overwritten(self):
+        editor = self.editorNode
+        if editor is None:
+            return []
+        others = self._others()
+        return {editor.OverwriteAllSegments: others, editor.OverwriteVisibleSegments: self._visible(others)}.get(editor.GetOverwriteMode(), [])
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def _begin(self):
+        if self.undoHook is not None:
+            self.undoHook()
+        else:
+            scene = self.segmentationNode.GetScene()
+            if scene is not None and scene.GetUndoFlag():  # the user turned scene undo on
+                self.segmentationNode.UndoEnabledOn()
+                scene.SaveStateForUndo()
+        if self.segmentId is None:
+            self.segmentId = self.segmentation.AddEmptySegment("", self.name)
+            self.created = True
+        self.written = True
+
+    def write(self, extent, voxels):
+        """Inside the volume-IJK `extent` the segment becomes `voxels` (k, j, i; 0/1), as masking allows."""
+        dims = self.volumeNode.GetImageData().GetDimensions()
+        clipped = _intersect(extent, (0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1))
+        if not _valid(clipped):
+            return
+        voxels = np.asarray(voxels)[_slices(clipped, extent)] > 0
+        if not self.written:
+            self._begin()
+        gridExtent, new, covered = self.grid.fromVolume(clipped, voxels)
+        # only where the new voxels or the old segment are can anything change: work there
+        old = self.read(self.segmentId, gridExtent)
+        box = _bbox(new | old, gridExtent)
+        if box is None:
+            return
+        inBox = _slices(box, gridExtent)
+        new, old, covered = new[inBox], old[inBox], covered[inBox]
+        allowed = covered
+        editable = self._editable(box, self._inRange(clipped, box, gridExtent))
+        if editable is not None:
+            allowed = allowed & editable
+        final = np.where(allowed, new, old)
+        changed = _bbox(final != old, box)
+        if changed is not None:
+            self._remember(self.segmentId, changed)
+            self._set(self.segmentId, changed, final[_slices(changed, box)])
+        added = new & allowed
+        for other in self._overwritten():
+            current = self.read(other, box)
+            if (current & added).any():
+                where = _bbox(current & added, box)
+                self._remember(other, where)
+                part = _slices(where, box)
+                self._set(other, where, current[part] & ~added[part])
+
+    # -- putting back -----------------------------------------------------------------------------------
+    def restore(self):
+        """Every segment this run touched back as it was; a segment it created is removed."""
+        for segmentId, (extent, voxels) in self._before.items():
+            if self.created and segmentId == self.segmentId:
+                continue
+            if self.segmentation.GetSegment(segmentId) is not None:
+                self._set(segmentId, extent, voxels)
+        if self.created and self.segmentation.GetSegment(self.segmentId) is not None:
+            self.segmentation.RemoveSegment(self.segmentId)
+        self._before = {}
+
+    def finish(self):
+        """The run is over: remember what it left, so that `undo` can tell a later edit."""
+        self._after = {s: self.read(s, extent) for s, (extent, _) in self._before.items()}
+        if self.created and self.segmentId not in self._after:
+            self._after[self.segmentId] = None  # created but left empty: undo removes it
+
+    def undoable(self) -> bool:
+        """True when the segments are still as this run left them."""
+        if self._after is None:
+            return False
+        for segmentId, after in self._after.items():
+            if self.segmentation.GetSegment(segmentId) is None:
+                return False
+            if after is not None and not np.array_equal(self.read(segmentId, self._before[segmentId][0]), after):
+                return False
+        return True
+
+    def undo(self):
+        """Take the finished run back (every touched segment); False when they were edited since."""
+        if not self.undoable():
+            return False
+        self.restore()
+        self._after = None
+        return True
