@@ -345,17 +345,22 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def onInstallDependencies(self):
-        """pip on the main thread (pip_install creates Qt objects); errors are shown, nothing hangs."""
+        """pip on the main thread (pip_install creates Qt objects); errors are shown, nothing hangs.
+        Every installed package is pinned as a constraint (MedSAMLiteLib.dependencies)."""
         missing = self.logic.missingDependencies()
         if not missing or not slicer.util.confirmOkCancelDisplay(
-                f"Install {', '.join(missing)} into Slicer's Python? numpy and SimpleITK are not touched."):
+                f"Install {', '.join(missing)} into Slicer's Python? Packages already installed (numpy, SimpleITK, ...) "
+                "keep their versions: pip picks versions that fit them, or fails without changing anything."):
             return
+        from MedSAMLiteLib import dependencies
+
         with slicer.util.tryWithErrorDisplay("MedSAMLite: installing the dependencies failed.", waitCursor=True):
-            requirements = self.resourcePath("requirements.txt")
-            if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-                slicer.packaging.pip_ensure(requirements)
+            if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.12
+                slicer.packaging.pip_ensure(slicer.packaging.load_requirements(dependencies.REQUIREMENTS),
+                                            constraints=dependencies.write_constraints(), prompt_install=False,
+                                            requester="MedSAMLite")
             else:
-                slicer.util.pip_install(["-r", requirements])
+                slicer.util.pip_install(dependencies.pip_install_arguments())
         self.updateDependencies()
         self.refreshBackends()
 

@@ -95,7 +95,7 @@ def clock_ghz() -> tuple[float, str]:
 
 def gemm_gflops(threads: int, precision: str, n: int = 2048, repeat: int = 10) -> float:
     """Achieved GEMM rate of one OpenVINO MatMul (n x n x n): the practical ceiling for these networks."""
-    import openvino.opset16 as ops
+    import openvino.opset13 as ops
 
     rng = np.random.default_rng(0)
     a = ops.parameter([n, n], np.float32)

@@ -6,10 +6,7 @@ import torch
 
 import medsamlite_torch
 from medsamlite_torch.checkpoint import CheckpointError
-from reference import requires_reference
 from torch_reference import rule_state_dict
-
-pytestmark = requires_reference
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ import subprocess
 import sys
 
 import torch
-from reference import requires_reference
 from torch_reference import rule_state_dict
 
 from medsamlite_torch.cli import main
 
 
-@requires_reference
 def test_lite_medsam_rule_weights_agree_within_reference_tolerance(tmp_path):
     """A rule-weight checkpoint file, read by torch's loader and by the torch-free reader."""
     path = tmp_path / "lite_medsam_rule.pth"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from medsamlite_torch.models.efficientvit import efficientvit_sam_encoder
-from reference import golden, read_keys, requires_reference
+from reference import golden, read_keys
 from torch_reference import assert_close_big, reference_input, rule_state_dict, warm_up
 
 VARIANTS = ["l0", "l1", "l2"]
@@ -11,7 +11,6 @@ PREFIX = "image_encoder."
 PARAMS = {"l0": 30_728_224, "l1": 43_585_568, "l2": 57_264_032}
 
 
-@requires_reference
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_state_dict_matches_reference_keys(variant):
     expected = [(k[len(PREFIX) :], shape) for k, shape, _ in read_keys(f"medficient_{variant}") if k.startswith(PREFIX)]
@@ -19,7 +18,6 @@ def test_state_dict_matches_reference_keys(variant):
     assert actual == expected
 
 
-@requires_reference
 @pytest.mark.parametrize("variant", VARIANTS)
 @torch.no_grad()
 def test_embedding_matches_golden(variant):

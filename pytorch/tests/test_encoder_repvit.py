@@ -5,10 +5,8 @@ import pytest
 import torch
 
 from medsamlite_torch.models.repvit import repvit_m1_1_sam_encoder
-from reference import golden, read_keys, requires_reference
+from reference import golden, read_keys
 from torch_reference import assert_close_big, reference_input, rule_state_dict, warm_up
-
-pytestmark = requires_reference
 
 NAME = "repvit_medsam_m11"
 FUSED = "repvit_medsam_m11_fused"

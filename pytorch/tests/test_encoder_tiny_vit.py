@@ -2,21 +2,19 @@
 import torch
 
 from medsamlite_torch.models.tiny_vit import tiny_vit_lite_medsam
-from reference import golden, read_keys, requires_reference
+from reference import golden, read_keys
 from torch_reference import assert_close_big, reference_input, rule_state_dict, warm_up
 
 NAME = "lite_medsam"
 PREFIX = "image_encoder."
 
 
-@requires_reference
 def test_state_dict_matches_reference_keys():
     expected = [(k[len(PREFIX) :], shape) for k, shape, _ in read_keys(NAME) if k.startswith(PREFIX)]
     actual = [(k, tuple(t.shape)) for k, t in tiny_vit_lite_medsam().state_dict().items()]
     assert actual == expected
 
 
-@requires_reference
 @torch.no_grad()
 def test_embedding_matches_golden():
     """Weights loaded before .eval(), as the reference did."""
@@ -27,7 +25,6 @@ def test_embedding_matches_golden():
     assert_close_big(embedding, golden(NAME)["embedding"], f"{NAME} embedding")
 
 
-@requires_reference
 @torch.no_grad()
 def test_embedding_does_not_depend_on_load_order():
     """Weights loaded after .eval(): no attention-bias table may be cached from the old weights."""

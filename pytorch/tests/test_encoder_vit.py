@@ -5,10 +5,8 @@ import pytest
 import torch
 
 from medsamlite_torch.models.image_encoder_vit import vit_b_sam_encoder
-from reference import golden, read_keys, requires_reference
+from reference import golden, read_keys
 from torch_reference import assert_close_big, reference_input, rule_state_dict, warm_up
-
-pytestmark = requires_reference
 
 NAME = "medsam_vit_b"
 PREFIX = "image_encoder."

@@ -4,10 +4,8 @@ import pytest
 import torch
 
 import medsamlite_torch
-from reference import NAMES, golden, read_keys, requires_reference
+from reference import NAMES, golden, read_keys
 from torch_reference import assert_close_big, assert_close_small, reference_input, warm_up, write_rule_checkpoints
-
-pytestmark = requires_reference
 
 PARAMS = {  # reference README: total, image encoder
     "lite_medsam": (9_791_300, 5_726_740),

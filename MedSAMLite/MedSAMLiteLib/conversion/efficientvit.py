@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops
 
 from .ops import (
     ConversionError, Weights, check_all_used, const, conv2d, conv_bn, gelu, layer_norm, named_input, named_output,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops  # every supported openvino (>= 2025.0, the requirements' floor) has opset13
 
 
 class ConversionError(ValueError):

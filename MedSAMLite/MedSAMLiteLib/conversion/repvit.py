@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops
 
 from .ops import Weights, conv2d, conv_bn, fold_batchnorm, fold_conv_bn, gelu, named_input, named_output, relu, sam_neck
 

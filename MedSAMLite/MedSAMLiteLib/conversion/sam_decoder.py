@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops
 
 from .ops import Weights, const, gelu, layer_norm, linear, named_input, named_output, relu, reshape, transpose
 

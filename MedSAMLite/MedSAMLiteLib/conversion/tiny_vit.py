@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops
 
 from .ops import (
     ConversionError, Weights, const, conv_bn, gelu, layer_norm, linear, named_input, named_output, reshape,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import openvino as ov
-import openvino.opset16 as ops
+import openvino.opset13 as ops
 
 from .ops import (
     Weights, const, conv2d, gelu, layer_norm, linear, named_input, named_output, reshape, sam_neck, transpose,

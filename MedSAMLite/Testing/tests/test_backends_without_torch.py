@@ -14,11 +14,9 @@ import numpy as np
 
 from MedSAMLiteLib.headless.cases import atomic_savez
 from MedSAMLiteLib.headless.samples import coins_case, mni152_case
-from reference import requires_reference, rule_weights
+from reference import rule_weights
 from test_conversion_convert import _lightning, save  # noqa: F401 (save is a fixture)
 from test_model_store import _run_without_torch
-
-pytestmark = requires_reference
 
 # backend -> (reference weights, checkpoint layout, also run the 3D case)
 BACKENDS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from MedSAMLiteLib.conversion.checkpoint import CheckpointError, load_weights, read_checkpoint
-from reference import genuine_lite_medsam, read_keys, requires_reference, rule_weights
+from reference import genuine_lite_medsam, read_keys, rule_weights
 
 torch = pytest.importorskip("torch")
 
@@ -39,7 +39,6 @@ def _assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray])
         assert np.array_equal(actual[key], value), key
 
 
-@requires_reference
 def test_real_lite_medsam_matches_torch_load():
     path = genuine_lite_medsam()
     weights = load_weights(path)
@@ -48,7 +47,6 @@ def test_real_lite_medsam_matches_torch_load():
     _assert_same(weights, {k: v.numpy() for k, v in oracle.items()})
 
 
-@requires_reference
 @pytest.mark.parametrize("layout", ["plain", "nested_model", "lightning", "compiled_ddp"])
 def test_wrapped_state_dicts(tmp_path, rule_numpy, rule_torch, layout):
     wrapped = {
@@ -64,7 +62,6 @@ def test_wrapped_state_dicts(tmp_path, rule_numpy, rule_torch, layout):
     _assert_same(load_weights(_save(wrapped, tmp_path / "w.ckpt")), rule_numpy)
 
 
-@requires_reference
 def test_distillation_keeps_student_encoder(tmp_path, rule_numpy, rule_torch):
     encoder = {k[len(ENCODER) :]: v for k, v in rule_torch.items() if k.startswith(ENCODER)}
     state = {"student_encoder." + k: v for k, v in encoder.items()}
@@ -73,7 +70,6 @@ def test_distillation_keeps_student_encoder(tmp_path, rule_numpy, rule_torch):
     _assert_same(weights, {k: v for k, v in rule_numpy.items() if k.startswith(ENCODER)})
 
 
-@requires_reference
 def test_bare_encoder_keys_get_group(tmp_path, rule_numpy, rule_torch):
     encoder = {k[len(ENCODER) :]: v for k, v in rule_torch.items() if k.startswith(ENCODER)}
     weights = load_weights(_save(encoder, tmp_path / "encoder.pth"))

@@ -3,12 +3,10 @@ import numpy as np
 import pytest
 
 from MedSAMLiteLib.conversion import ops, repvit
-from reference import assert_close_big, golden, reference_input, requires_reference, rule_weights
+from reference import assert_close_big, golden, reference_input, rule_weights
 
 NAME = "repvit_medsam_m11"
 PREFIX = "image_encoder."
-
-pytestmark = requires_reference
 
 
 @pytest.fixture(scope="module")
