@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench compat venv clean
 
 # The extension's core + the `medsamlite` command + test tools (slicer-core: real MRML without Slicer),
 # and, for the PyTorch-side folder and its tests only, torch (CPU) and medsamlite-torch.
@@ -37,6 +37,13 @@ bench: venv
 	$(PY) benchmarks/bench_slicer.py
 	$(PY) pytorch/benchmarks/bench_encoders.py
 	$(PY) benchmarks/bench_predict.py
+
+# Each supported Slicer's Python (5.6 to 5.12) and the requirements' floors, in fresh environments
+# under .compat/: the panel's constrained install, then LiteMedSAM converted and a 2D and a 3D case
+# segmented, masks equal to this environment's. Not part of `make test` (see docs/compat.md).
+compat: venv
+	$(VENV)/bin/medsamlite fetch-weights
+	$(PY) MedSAMLite/Testing/compat.py
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -52,14 +52,17 @@ SLICE_2D = 6
 
 
 def find_python(version: str) -> str | None:
-    """An interpreter of VERSION (e.g. "3.9"): pythonX.Y on PATH, else the newest pyenv one."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
+    """An interpreter of VERSION (e.g. "3.9") that runs: the newest pyenv one, else pythonX.Y on PATH
+    (a pyenv shim on PATH may exist and still refuse to run)."""
     root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    candidates = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", "python"))
-    candidates = [c for c in candidates if re.fullmatch(rf"{re.escape(version)}\.\d+", Path(c).parents[1].name)]
-    return max(candidates, key=lambda c: int(Path(c).parents[1].name.split(".")[2]), default=None)
+    found = [Path(c) for c in glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", "python"))]
+    found = [c for c in found if re.fullmatch(rf"{re.escape(version)}\.\d+", c.parents[1].name)]
+    found.sort(key=lambda c: int(c.parents[1].name.split(".")[2]), reverse=True)
+    for candidate in [*map(str, found), shutil.which(f"python{version}")]:
+        probe = [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"] if candidate else None
+        if probe and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == version:
+            return candidate
+    return None
 
 
 def run(cmd: list[str], log: Path, **kwargs) -> str:
