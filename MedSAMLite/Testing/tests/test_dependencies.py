@@ -1,9 +1,11 @@
 """The panel's install arguments: the requirements plus every installed distribution pinned (stdlib only)."""
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from MedSAMLiteLib import dependencies
 
@@ -54,3 +56,83 @@ def test_runs_on_the_standard_library_alone_and_pip_reads_the_constraints(tmp_pa
     constraints.unlink()
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert "already satisfied" in pip.stdout
+
+
+# -- the panel's Install button (MedSAMLiteWidget.onInstallDependencies) on slicer-core ----------------
+
+sys.path.insert(0, str(MODULE_DIR / "Testing"))
+import harness  # noqa: E402
+
+MODULE = harness.load_module()
+import slicer  # noqa: E402
+
+
+@pytest.fixture
+def panel(monkeypatch):
+    """A stand-in widget (the method only uses its Logic and two refreshes) and what it called."""
+    calls = {}
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: calls.setdefault("confirm", text) != "")
+    import qt  # the harness's inert stand-in
+
+    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(WaitCursor=3), raising=False)
+    monkeypatch.setattr(slicer.app, "setOverrideCursor", lambda *a: None, raising=False)
+    monkeypatch.setattr(slicer.app, "restoreOverrideCursor", lambda *a: None, raising=False)
+    monkeypatch.delattr(slicer, "packaging", raising=False)
+    logic = types.SimpleNamespace(missingDependencies=lambda: ["openvino", "opencv-python-headless"])
+    widget = types.SimpleNamespace(logic=logic, updateDependencies=lambda: calls.setdefault("updated", True),
+                                   refreshBackends=lambda: None)
+    return widget, calls
+
+
+def _pinned(constraints) -> dict[str, str]:
+    pins = dict(line.split("==", 1) for line in Path(constraints).read_text().splitlines())
+    Path(constraints).unlink()
+    return pins
+
+
+def test_install_before_slicer_5_12_pins_every_installed_package(panel, monkeypatch):
+    widget, calls = panel
+    monkeypatch.setattr(slicer.util, "pip_install", lambda args: calls.setdefault("pip", list(args)))
+    MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
+    args = calls["pip"]
+    assert args[:2] == ["-r", str(dependencies.REQUIREMENTS)] and args[2] == "-c"
+    assert _pinned(args[3])["numpy"] == np.__version__
+    assert "keep their versions" in calls["confirm"] and calls["updated"]
+
+
+def test_install_on_slicer_5_12_gives_pip_ensure_requirements_and_constraints(panel, monkeypatch):
+    widget, calls = panel
+
+    def pip_ensure(requirements, constraints=None, prompt_install=True, requester=None):
+        calls["ensure"] = (requirements, constraints, prompt_install, requester)
+
+    packaging = types.SimpleNamespace(load_requirements=lambda path: ("parsed", Path(path)), pip_ensure=pip_ensure)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda args: pytest.fail("pip_install on Slicer 5.12"))
+    MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
+    requirements, constraints, prompt_install, requester = calls["ensure"]
+    assert requirements == ("parsed", dependencies.REQUIREMENTS)  # parsed, not a path
+    assert _pinned(constraints)["numpy"] == np.__version__
+    assert prompt_install is False and requester == "MedSAMLite"  # the panel asked already
+
+
+def test_failed_install_is_shown(panel, monkeypatch):
+    widget, calls = panel
+
+    def pip_install(args):
+        raise subprocess.CalledProcessError(1, ["pip", "install", *args])
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    monkeypatch.setattr(slicer.app, "testingEnabled", lambda: False, raising=False)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **k: calls.setdefault("error", text))
+    with pytest.raises(subprocess.CalledProcessError):  # tryWithErrorDisplay shows it, then re-raises
+        MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
+    assert calls["error"].startswith("MedSAMLite: installing the dependencies failed.") and "updated" not in calls
+
+
+def test_nothing_happens_when_declined(panel, monkeypatch):
+    widget, calls = panel
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: False)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda args: pytest.fail("installed after Cancel"))
+    MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
+    assert "updated" not in calls
