@@ -5,8 +5,8 @@ Slicer's own numpy, SimpleITK (and scipy) installed first, then the panel's inst
 (`dependencies.pip_install_arguments()`: requirements.txt with every installed package pinned), a
 check that no package installed before changed version, then the core converting the genuine
 LiteMedSAM weights and segmenting a 2D and a 3D case through `medsamlite segment`, whose masks must
-equal the ones this environment (the development one) makes. The `floor` profile installs the
-oldest openvino and opencv that requirements.txt allows. A profile whose interpreter is missing is
+equal the ones this environment (the development one) makes. The `floor-*` profiles install the
+oldest openvino and opencv that requirements.txt allows, on Python 3.9 and 3.12. A profile whose interpreter is missing is
 skipped, saying so. Environments and results go to `.compat/` (kept between runs: pip's cache makes
 a rerun faster; the environments are rebuilt every time).
 
@@ -42,7 +42,7 @@ SLICER = {
     "5.12": ("3.12", {"numpy": "2.4.6", "SimpleITK": "2.5.5", "scipy": "1.17.1"}),
 }
 # profile -> (Slicer whose packages it starts from, install the requirements' floors)
-PROFILES = {f"slicer-{v}": (v, False) for v in SLICER} | {"floor": ("5.10", True)}
+PROFILES = {f"slicer-{v}": (v, False) for v in SLICER} | {"floor-5.8": ("5.8", True), "floor-5.10": ("5.10", True)}
 
 # The cases: the test volume (12 x 67 x 67, MR) with a box around its reference structure through
 # slices 3-8, and that volume's slice 6 as a 2D image with the box on it (array voxels, z inclusive).
@@ -83,10 +83,21 @@ def in_env(python: str, code: str, log: Path) -> str:
     return run([python, "-c", f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r}); {code}"], log)
 
 
-def floor_constraints() -> list[str]:
-    """`name==floor` for every `name>=floor` line of requirements.txt."""
+def floors() -> dict[str, str]:
+    """name -> floor for every `name>=floor` line of requirements.txt."""
     lines = (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
-    return [line.replace(">=", "==") for line in lines if ">=" in line and not line.startswith("#")]
+    return dict(line.split(">=") for line in lines if ">=" in line and not line.startswith("#"))
+
+
+def same_version(a: str | None, b: str) -> bool:
+    """Plain numeric versions equal as pip compares them (2025.0 == 2025.0.0)."""
+    def key(v: str) -> list[int]:
+        parts = [int(p) for p in v.split(".")]
+        while parts and parts[-1] == 0:
+            parts.pop()
+        return parts
+
+    return a is not None and key(a) == key(b)
 
 
 def check_profile(name: str, expect: Path) -> dict:
@@ -112,7 +123,7 @@ def check_profile(name: str, expect: Path) -> dict:
                                          "print(json.dumps(dependencies.pip_install_arguments()))", log))
     if floor:
         pins = folder / "floor-constraints.txt"
-        pins.write_text("\n".join(floor_constraints()) + "\n")
+        pins.write_text("".join(f"{n}=={v}\n" for n, v in floors().items()))
         args += ["-c", str(pins)]
     run(pip + args, log)  # the panel's install
     after = json.loads(in_env(env_python, "import json; from MedSAMLiteLib import dependencies; "
@@ -122,8 +133,8 @@ def check_profile(name: str, expect: Path) -> dict:
                install_s=round(time.perf_counter() - t0, 1))
     if changed:
         return {**row, "status": f"FAILED: the install changed {changed}"}
-    if floor and [f"{n}=={after.get(n.lower())}" for n in ("openvino", "opencv-python-headless")] != floor_constraints():
-        return {**row, "status": f"FAILED: not the floors {floor_constraints()}"}
+    if floor and not all(same_version(after.get(n), v) for n, v in floors().items()):
+        return {**row, "status": f"FAILED: not the floors {floors()}"}
     t1 = time.perf_counter()
     out = run([env_python, __file__, "case", "--home", str(folder / "home"), "--out", str(folder / "masks.npz"),
                "--expect", str(expect)], log)

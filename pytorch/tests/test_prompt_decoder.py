@@ -20,13 +20,19 @@ def _heads(name: str) -> tuple[PromptEncoder, MaskDecoder]:
     return pe.eval(), md.eval()
 
 
+def _prompted(name: str):
+    """The golden arrays, both heads, and the prompt encoder's outputs for the golden box."""
+    warm_up()
+    g = golden(name)
+    pe, md = _heads(name)
+    sparse, dense = pe(points=None, boxes=torch.from_numpy(g["box"]), masks=None)
+    return g, pe, md, sparse, dense
+
+
 @pytest.mark.parametrize("name", NAMES)
 @torch.no_grad()
 def test_prompt_encoder_matches_golden(name):
-    warm_up()
-    g = golden(name)
-    pe, _ = _heads(name)
-    sparse, dense = pe(points=None, boxes=torch.from_numpy(g["box"]), masks=None)
+    g, _, _, sparse, dense = _prompted(name)
     assert_close_small(sparse, g["sparse_embeddings"], "sparse")
     assert_close_small(dense, g["dense_embeddings"], "dense")
 
@@ -35,10 +41,7 @@ def test_prompt_encoder_matches_golden(name):
 @pytest.mark.parametrize("name", NAMES)
 @torch.no_grad()
 def test_decoder_matches_golden(name):
-    warm_up()
-    g = golden(name)
-    pe, md = _heads(name)
-    sparse, dense = pe(points=None, boxes=torch.from_numpy(g["box"]), masks=None)
+    g, pe, md, sparse, dense = _prompted(name)
     logits, iou = md(torch.from_numpy(g["embedding"]), pe.get_dense_pe(), sparse, dense, multimask_output=False)
     assert_close_big(logits, g["low_res_logits"], "low_res_logits")
     assert_close_small(iou, g["iou_pred"], "iou_pred")
