@@ -9,6 +9,7 @@ import os
 import time
 
 import numpy as np
+import qt
 import slicer
 import vtk
 from slicer.util import VTKObservationMixin

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import types
 import unittest
@@ -43,23 +44,90 @@ def _inert_module(name: str) -> types.ModuleType:
 
 
 def _scripted_loadable_module() -> types.ModuleType:
-    """The four base classes of slicer.ScriptedLoadableModule, as far as a Logic and a test need them."""
+    """The four base classes of slicer.ScriptedLoadableModule, written from what Slicer's own do: module
+    name from the class name, the widget's layout from its parent (a parent-less widget builds itself),
+    Reload through `slicer.util.reloadScriptedModule`, the Logic's singleton parameter node."""
     module = types.ModuleType("slicer.ScriptedLoadableModule")
 
     class ScriptedLoadableModule:
         def __init__(self, parent):
+            import slicer
+
             self.parent = parent
+            self.moduleName = type(self).__name__
+            if not hasattr(slicer, "selfTests"):
+                slicer.selfTests = {}
+            slicer.selfTests[self.moduleName] = self.runTest
+
+        def resourcePath(self, filename):
+            return os.path.join(os.path.dirname(self.parent.path), "Resources", filename)
+
+        def runTest(self, msec=100, **kwargs):
+            test = getattr(importlib.import_module(type(self).__module__), self.moduleName + "Test")()
+            test.messageDelay = msec
+            test.runTest(**kwargs)
 
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
-            self.parent = parent
+            import slicer
+
+            name = type(self).__name__
+            self.moduleName = name[:-len("Widget")] if name.endswith("Widget") else name
+            self.developerMode = False
+            if parent:
+                self.parent = parent
+            else:
+                import qt
+
+                self.parent = slicer.qMRMLWidget()
+                self.parent.setLayout(qt.QVBoxLayout())
+                self.parent.setMRMLScene(slicer.mrmlScene)
+            self.layout = self.parent.layout()
+            if not parent:
+                self.setup()
+                self.parent.show()
 
         def resourcePath(self, filename):
-            return str(MODULE_DIR / "Resources" / filename)
+            import slicer
+
+            return os.path.join(os.path.dirname(slicer.util.modulePath(self.moduleName)), "Resources", filename)
+
+        def setup(self):
+            pass
+
+        def cleanup(self):
+            pass
+
+        def onReload(self):
+            import slicer
+
+            slicer.util.reloadScriptedModule(self.moduleName)
 
     class ScriptedLoadableModuleLogic:
         def __init__(self, parent=None):
-            self.parent = parent
+            name = type(self).__name__
+            self.moduleName = name[:-len("Logic")] if name.endswith("Logic") else name
+            self.isSingletonParameterNode = True
+
+        def getParameterNode(self):
+            import slicer
+
+            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer.mrmlScene.AddNode(self.createParameterNode())
+            elif node.GetAttribute("ModuleName") != self.moduleName:
+                node.SetAttribute("ModuleName", self.moduleName)
+            return node
+
+        def createParameterNode(self):
+            import slicer
+
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(self.moduleName)
+            node.SetAttribute("ModuleName", self.moduleName)
+            node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+            return node
 
     class ScriptedLoadableModuleTest(unittest.TestCase):
         def __init__(self, methodName="runTest"):
@@ -115,16 +183,24 @@ def new_scene():
 _keep_alive: list = []  # VTK objects the scene needs while it lives
 
 
-def install() -> None:
-    """Make `import qt, ctk, slicer` and `from slicer.ScriptedLoadableModule import *` work."""
+def install_scripted_loadable_module() -> None:
+    """`from slicer.ScriptedLoadableModule import *` as in Slicer."""
     import slicer
 
-    for name in ("qt", "ctk"):
-        sys.modules.setdefault(name, _inert_module(name))
     if "slicer.ScriptedLoadableModule" not in sys.modules:
         module = _scripted_loadable_module()
         sys.modules[module.__name__] = module
         slicer.ScriptedLoadableModule = module
+
+
+def install() -> None:
+    """Make `import qt, ctk, slicer` and `from slicer.ScriptedLoadableModule import *` work (Logic tests:
+    inert qt/ctk; the panel tests use pythonqt.py and slicer_app.py in a process of their own)."""
+    import slicer
+
+    for name in ("qt", "ctk"):
+        sys.modules.setdefault(name, _inert_module(name))
+    install_scripted_loadable_module()
     if not hasattr(slicer, "mrmlScene"):
         new_scene()
     if str(MODULE_DIR) not in sys.path:

@@ -1,0 +1,406 @@
+"""PythonQt, as Slicer's Python sees Qt, emulated on PySide6 (offscreen) so that tests build the real panel.
+
+What the module code relies on, and how PySide6 differs unless wrapped (see docs/panel_testing.md):
+- Qt properties are attributes: `button.enabled = False` goes through `QObject.setProperty` and
+  `label.text` reads `QObject.property` (PySide6 would set a Python attribute / return a method).
+  Setting a name that is no Qt property raises here (PythonQt would keep a Python attribute that Qt
+  never sees: the kind of typo that silently does nothing).
+- `obj.connect("clicked(bool)", slot)` with PythonQt's signature strings; a signature the object does
+  not have raises here (PythonQt only prints a warning and the slot never runs). Slots are called with
+  as many arguments as they accept. An exception in a slot is recorded in `errors` (PythonQt prints it
+  and goes on): the tests fail on it.
+- enums and flags as PythonQt spells them (`qt.QMessageBox.Ok`, `qt.Qt.WaitCursor`): PySide6's
+  forgiving enum lookup gives the same.
+- static dialogs that would block (`QFileDialog.getOpenFileName`, which PythonQt returns as one
+  string) and `QDesktopServices.openUrl` answer from queues the test fills, and fail when unexpected.
+- `qt.QUiLoader().load(qfile)` builds a .ui file with the custom widget classes registered by
+  `register_widget` (ctk and qMRML stand-ins), failing on an unknown class, property, signal or slot.
+- `run_until(condition)` idles like Slicer's main thread: it HOLDS the GIL while waiting (CTK never
+  enables PythonQt's thread support), so Python worker threads only run while the main thread runs
+  Python, as in Slicer.
+"""
+from __future__ import annotations
+
+import ctypes
+import inspect
+import logging
+import os
+import sys
+import time
+import traceback
+import types
+import xml.etree.ElementTree as ElementTree
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+
+errors: list = []  # exceptions raised in slots
+file_dialog_answers: list = []  # what the next QFileDialog.getOpenFileName returns (a path or "")
+opened_urls: list = []  # what QDesktopServices.openUrl was asked to open
+
+_NAMESPACES = (QtWidgets, QtGui, QtCore)
+_PROPERTIES: dict = {}
+_CLASSES: dict = {}
+_CUSTOM: dict = {}
+
+
+def application():
+    """The one QApplication of the process."""
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], "-platform", "offscreen"])
+
+
+def take_errors() -> list:
+    """The exceptions raised in slots since the last call (and forget them)."""
+    taken = list(errors)
+    errors.clear()
+    return taken
+
+
+# -- properties as attributes ----------------------------------------------------------------------------
+def _qt_base(cls):
+    """The PySide6 class a PythonQt class or stand-in derives from (its real Qt meta-object)."""
+    for base in cls.__mro__:
+        if base.__module__.startswith("PySide6"):
+            return base
+    raise TypeError(f"{cls} is no Qt class")
+
+
+def qt_properties(obj) -> frozenset:
+    cls = type(obj)
+    names = _PROPERTIES.get(cls)
+    if names is None:
+        meta = QtCore.QObject.metaObject(obj)
+        names = frozenset(meta.property(i).name() for i in range(meta.propertyCount()))
+        _PROPERTIES[cls] = names
+    return names
+
+
+def _normalized(signature: str) -> str:
+    return QtCore.QMetaObject.normalizedSignature(signature).data().decode()
+
+
+def _arity(fn):
+    """How many positional arguments `fn` accepts (None: any number)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for p in parameters:
+        if p.kind == p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _slot(fn):
+    """`fn` called as PythonQt calls a slot: with as many arguments as it takes; errors recorded."""
+    n = _arity(fn)
+
+    def call(*args):
+        try:
+            fn(*(args if n is None else args[:n]))
+        except Exception as e:  # noqa: BLE001 - PythonQt prints and goes on; the tests fail on `errors`
+            logging.error("exception in a slot:\n%s", traceback.format_exc())
+            errors.append(e)
+
+    call.target = fn
+    return call
+
+
+def _find_signal(sender, signature):
+    """The bound signal of `sender` for a PythonQt signature, or an error naming what exists."""
+    signature = _normalized(signature)
+    table = getattr(type(sender), "pythonqt_signals", {})
+    if signature in table:
+        return QtCore.QObject.__getattribute__(sender, table[signature])
+    meta = _qt_base(type(sender)).staticMetaObject
+    if meta.indexOfSignal(signature) >= 0:
+        return signature
+    known = sorted(set(table) | {meta.method(i).methodSignature().data().decode() for i in range(meta.methodCount())
+                                  if meta.method(i).methodType() == QtCore.QMetaMethod.Signal})
+    raise AttributeError(f"{type(sender).__name__} has no signal {signature!r} (PythonQt would only warn and the "
+                         f"slot would never run); it has: {', '.join(known)}")
+
+
+def connect(sender, signature, fn):
+    signal = _find_signal(sender, signature)
+    wrapped = _slot(fn)
+    if isinstance(signal, str):
+        QtCore.QObject.connect(sender, QtCore.SIGNAL(signal), wrapped)
+    else:
+        signal.connect(wrapped)
+    connections = sender.__dict__.setdefault("_pythonqt_connections", [])
+    connections.append((_normalized(signature), fn, wrapped))
+    return True
+
+
+def disconnect(sender, signature, fn):
+    signature = _normalized(signature)
+    connections = sender.__dict__.setdefault("_pythonqt_connections", [])
+    for entry in list(connections):
+        if entry[0] == signature and entry[1] == fn:
+            signal = _find_signal(sender, signature)
+            if isinstance(signal, str):
+                QtCore.QObject.disconnect(sender, QtCore.SIGNAL(signal), entry[2])
+            else:
+                signal.disconnect(entry[2])
+            connections.remove(entry)
+            return True
+    return False
+
+
+class PythonQtObject:
+    """Mixed into every Qt class the module sees: properties as attributes, PythonQt's connect."""
+
+    def __getattribute__(self, name):
+        if name[:1] != "_":
+            if name in ("connect", "disconnect"):  # PySide6 would answer these itself
+                return types.MethodType(getattr(PythonQtObject, "_pythonqt_" + name), self)
+            if name in qt_properties(self):
+                return QtCore.QObject.property(self, name)
+            if name == "name":
+                return QtCore.QObject.objectName(self)
+        return super().__getattribute__(name)
+
+    def __setattr__(self, name, value):
+        if name[:1] == "_":
+            return super().__setattr__(name, value)
+        if name == "name":
+            return QtCore.QObject.setObjectName(self, value)
+        if name not in qt_properties(self):
+            raise AttributeError(f"{type(self).__name__} has no Qt property {name!r} (PythonQt would store a Python "
+                                 "attribute that the widget never sees)")
+        if not QtCore.QObject.setProperty(self, name, value):
+            raise TypeError(f"{type(self).__name__}.{name} = {value!r}: Qt refused the value")
+
+    def _pythonqt_connect(self, *args):
+        if len(args) == 2 and isinstance(args[0], str):
+            return connect(self, *args)
+        raise TypeError("PythonQt stand-in: use obj.connect('signal(args)', callable)")
+
+    def _pythonqt_disconnect(self, *args):
+        if len(args) == 2 and isinstance(args[0], str):
+            return disconnect(self, *args)
+        raise TypeError("PythonQt stand-in: use obj.disconnect('signal(args)', callable)")
+
+
+def pythonqt_class(base):
+    """The PythonQt flavour of PySide6 class `base` (one class per base)."""
+    cls = _CLASSES.get(base)
+    if cls is None:
+        cls = type(base.__name__, (PythonQtObject, base), {"__module__": "qt"})
+        _CLASSES[base] = cls
+    return cls
+
+
+# -- dialogs and services that would block or leave the process ---------------------------------------------
+class QFileDialog(PythonQtObject, QtWidgets.QFileDialog):
+    """Static dialogs answer from `file_dialog_answers` (PythonQt returns the path as one string)."""
+
+    @staticmethod
+    def getOpenFileName(*args, **kwargs):
+        if not file_dialog_answers:
+            raise AssertionError("an unexpected file dialog opened")
+        return file_dialog_answers.pop(0)
+
+
+class QDesktopServices:
+    @staticmethod
+    def openUrl(url):
+        opened_urls.append(url.toString() if hasattr(url, "toString") else str(url))
+        return True
+
+
+# -- .ui files ----------------------------------------------------------------------------------------------
+def register_widget(cls):
+    """Make `cls` (a stand-in of a designer plugin widget: ctk, qMRML) known to QUiLoader."""
+    _CUSTOM[cls.__name__] = cls
+    return cls
+
+
+def _widget_class(name):
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    base = getattr(QtWidgets, name, None)
+    if base is None:
+        raise ValueError(f".ui: unknown widget class {name!r} (no stand-in registered)")
+    return pythonqt_class(base)
+
+
+def _value(element):
+    """A .ui property value."""
+    kind = element.tag
+    text = element.text or ""
+    if kind == "string":
+        return text
+    if kind == "bool":
+        return text == "true"
+    if kind == "number":
+        return int(text)
+    if kind == "double":
+        return float(text)
+    if kind == "stringlist":
+        return [s.text or "" for s in element.findall("string")]
+    if kind == "rect":
+        return QtCore.QRect(*(int(element.find(k).text) for k in ("x", "y", "width", "height")))
+    if kind == "size":
+        return QtCore.QSize(*(int(element.find(k).text) for k in ("width", "height")))
+    if kind in ("enum", "set"):
+        value = None
+        for part in text.split("|"):
+            scope, _, member = part.strip().rpartition("::")
+            item = getattr(QtCore.Qt if scope == "Qt" else getattr(QtWidgets, scope), member)
+            value = item if value is None else value | item
+        return value
+    raise ValueError(f".ui: property type {kind!r} not handled by the stand-in loader")
+
+
+class QUiLoader:
+    """Builds a .ui file as Slicer's QUiLoader does, with the stand-ins as designer plugins."""
+
+    def load(self, qfile, parent=None):
+        tree = ElementTree.parse(qfile.fileName())
+        root = tree.getroot()
+        for custom in root.iter("customwidget"):
+            _widget_class(custom.find("class").text)
+        self._named = {}
+        widget = self._widget(root.find("widget"), parent)
+        for connection in root.iter("connection"):
+            sender, signal, receiver, slot = (connection.find(k).text for k in ("sender", "signal", "receiver", "slot"))
+            self._connect(self._named[sender], signal, self._named[receiver], slot)
+        return widget
+
+    def _properties(self, obj, element):
+        for prop in element.findall("property"):
+            name = prop.get("name")
+            value = _value(prop[0])
+            if name == "geometry" and element.tag == "widget" and obj.parent() is not None:
+                continue  # designer geometry of a child in a layout: the layout decides
+            setattr(obj, name, value)
+
+    def _widget(self, element, parent):
+        cls = _widget_class(element.get("class"))
+        widget = cls(parent) if parent is not None else cls()
+        widget.setObjectName(element.get("name"))
+        self._named[element.get("name")] = widget
+        self._properties(widget, element)
+        layout = element.find("layout")
+        if layout is not None:
+            self._layout(layout, widget)
+        for child in element.findall("widget"):
+            self._widget(child, widget)
+        return widget
+
+    def _layout(self, element, owner_widget=None, parent_widget=None):
+        """A layout and its items; `owner_widget` gets it as its layout, `parent_widget` parents its widgets."""
+        cls = pythonqt_class(getattr(QtWidgets, element.get("class")))
+        layout = cls(owner_widget) if owner_widget is not None else cls()
+        layout.setObjectName(element.get("name"))
+        self._named[element.get("name")] = layout
+        parent_widget = owner_widget or parent_widget
+        rows = {}
+        for item in element.findall("item"):
+            child = item[0]
+            if child.tag == "widget":
+                thing = self._widget(child, parent_widget)
+            elif child.tag == "layout":
+                thing = self._layout(child, parent_widget=parent_widget)
+            elif child.tag == "spacer":
+                vertical = _value(child.find("property[@name='orientation']")[0]) == QtCore.Qt.Vertical
+                hint = _value(child.find("property[@name='sizeHint']")[0])
+                grow, fixed = QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Minimum
+                thing = QtWidgets.QSpacerItem(hint.width(), hint.height(), fixed if vertical else grow, grow if vertical else fixed)
+            else:
+                raise ValueError(f".ui: layout item {child.tag!r} not handled")
+            if isinstance(layout, QtWidgets.QFormLayout):
+                cells = rows.setdefault(int(item.get("row")), {})
+                cells["span" if item.get("colspan") == "2" else int(item.get("column"))] = thing
+            elif isinstance(thing, QtWidgets.QLayout):
+                layout.addLayout(thing)
+            elif isinstance(thing, QtWidgets.QSpacerItem):
+                layout.addItem(thing)
+            else:
+                layout.addWidget(thing)
+        for row in sorted(rows):
+            cells = rows[row]
+            if "span" in cells:
+                layout.addRow(cells["span"])
+            else:
+                layout.addRow(cells.get(0), cells.get(1))
+        return layout
+
+    @staticmethod
+    def _connect(sender, signal, receiver, slot):
+        slot = _normalized(slot)
+        table = getattr(type(receiver), "pythonqt_slots", {})
+        if slot in table:
+            target = getattr(receiver, table[slot])
+        else:
+            meta = _qt_base(type(receiver)).staticMetaObject
+            if meta.indexOfSlot(slot) < 0:
+                raise AttributeError(f".ui connection: {type(receiver).__name__} has no slot {slot!r}")
+            target = getattr(receiver, slot.split("(")[0])
+        connect(sender, signal, target)
+
+
+# -- the module `qt` ------------------------------------------------------------------------------------------
+def qt_module() -> types.ModuleType:
+    """`import qt` as in Slicer: Qt classes with PythonQt's behaviour, plus QUiLoader."""
+    module = sys.modules.get("qt")
+    if module is not None and getattr(module, "__pythonqt_standin__", False):
+        return module
+    module = types.ModuleType("qt", "PythonQt's `qt` module, emulated on PySide6 (MedSAMLite/Testing/pythonqt.py)")
+    module.__pythonqt_standin__ = True
+    module.QUiLoader = QUiLoader
+    module.QFileDialog = QFileDialog
+    module.QDesktopServices = QDesktopServices
+
+    def __getattr__(name):
+        for namespace in _NAMESPACES:
+            obj = getattr(namespace, name, None)
+            if obj is not None:
+                break
+        else:
+            raise AttributeError(f"module 'qt' has no attribute {name!r}")
+        if isinstance(obj, type) and issubclass(obj, QtCore.QObject):
+            obj = pythonqt_class(obj)
+        setattr(module, name, obj)
+        return obj
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+# -- Slicer's main-thread idle ----------------------------------------------------------------------------
+_LIBC = ctypes.PyDLL(None)  # PyDLL: calls keep the GIL
+
+
+def idle(seconds: float) -> None:
+    """Wait while holding the GIL, as Slicer's main thread does inside Qt's event loop."""
+    _LIBC.usleep(ctypes.c_uint(int(seconds * 1e6)))
+
+
+def process_events() -> None:
+    application().processEvents()
+
+
+def run_until(condition, timeout: float = 60.0, step: float = 0.01) -> None:
+    """Run Qt's event loop (timers fire, slots run) until `condition()` is true; idle holding the GIL."""
+    end = time.monotonic() + timeout
+    while True:
+        process_events()
+        if condition():
+            return
+        if time.monotonic() > end:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        idle(step)
+
+
+def run_for(seconds: float, step: float = 0.01) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        process_events()
+        idle(step)
