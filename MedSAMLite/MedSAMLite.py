@@ -4,9 +4,11 @@ Slicer glue only: the widget reads controls and calls the Logic; the Logic turns
 arrays and matrices, calls the core (`MedSAMLiteLib`, imported lazily so the module always loads,
 even before openvino and opencv are installed), and writes the mask into the chosen segment.
 """
+import contextlib
 import logging
 import os
 import time
+import traceback
 
 import numpy as np
 import qt
@@ -75,6 +77,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSAMLiteLogic()
         self.run = None
+        self._runFailed = False
         self.prefetchTask = None
         self._parameterNode = None
         self._roiObserved = None
@@ -120,8 +123,25 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self):
         self.initializeParameterNode()
 
-    def onSceneStartClose(self, caller, event):
+    def exit(self):
+        """Other modules now: no ROI watching or prefetching behind the user's back (a running Segment
+        finishes and is written)."""
+        self.prefetchTimer.stop()
+        self.cancelPrefetch()
+        self.observeRoi(None)
+        self.setParameterNode(None)
+
+    def onReload(self):
+        """Reload the helper package too, so that edits to MedSAMLiteLib take effect."""
+        import sys
+
         self.cancelWork()
+        for name in [n for n in sys.modules if n == "MedSAMLiteLib" or n.startswith("MedSAMLiteLib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def onSceneStartClose(self, caller, event):
+        self.cancelWork(restore=False)  # its nodes are going away
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -169,13 +189,20 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None or self._updatingGUI:
             return
+        # Another segmentation starts at "None" (a new segment): the segment selector would otherwise keep
+        # an ID that happens to exist there too, and Segment would replace a segment the user never chose.
+        newSegmentation = node.GetNodeReference("Segmentation") is not self.ui.segmentationSelector.currentNode()
+        if newSegmentation:
+            wasBlocked = self.ui.segmentSelector.blockSignals(True)
+            self.ui.segmentSelector.setCurrentSegmentID("")
+            self.ui.segmentSelector.blockSignals(wasBlocked)
         self._updatingParameterNode = True
         wasModifying = node.StartModify()
         try:
             node.SetNodeReferenceID("InputVolume", self.ui.volumeSelector.currentNodeID)
             node.SetNodeReferenceID("ROI", self.ui.roiSelector.currentNodeID)
             node.SetNodeReferenceID("Segmentation", self.ui.segmentationSelector.currentNodeID)
-            node.SetParameter("SegmentID", self.ui.segmentSelector.currentSegmentID() or "")
+            node.SetParameter("SegmentID", "" if newSegmentation else self.ui.segmentSelector.currentSegmentID() or "")
             node.SetParameter("Backend", self.ui.backendComboBox.currentData or "")
             node.SetParameter("Preset", self.ui.presetComboBox.currentData or "auto")
             node.SetParameter("Mode", self.ui.modeComboBox.currentData or "auto")
@@ -217,13 +244,19 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             backend=node.GetParameter("Backend") or DEFAULT_BACKEND,
             preset=None if node.GetParameter("Preset") in ("", "auto") else node.GetParameter("Preset"),
             mode=node.GetParameter("Mode") or "auto", emptySliceLimit=int(node.GetParameter("EmptySliceLimit") or 0),
-            zoom=node.GetParameter("Zoom") == "true", slicePoint=self.currentSlicePoint(),
+            zoom=node.GetParameter("Zoom") == "true",
+            slicePoint=self.currentSlicePoint() if node.GetParameter("Mode") == "2d" else None,
         )
 
     def currentSlicePoint(self):
-        """RAS position of the Red slice view's plane (the "current slice" of 2D mode)."""
+        """Where the Red view's plane crosses the ROI (the "current slice" of 2D mode), or None if the
+        ROI or volume is missing. Raises InputError when Red shows no slice the models segment."""
+        node = self._parameterNode
+        roi, volume = node.GetNodeReference("ROI"), node.GetNodeReference("InputVolume")
+        if roi is None or volume is None:
+            return None
         sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-        return [sliceNode.GetSliceToRAS().GetElement(i, 3) for i in range(3)]
+        return self.logic.slicePointInRoi(slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()), roi, volume)
 
     def onSegmentOrCancel(self):
         if self.run is not None:
@@ -232,7 +265,8 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.cancelPrefetch()
         self.logic.undoHook = self.segmentEditorUndoHook()
-        with slicer.util.tryWithErrorDisplay("MedSAMLite: could not start.", waitCursor=True):
+        self._runFailed = False
+        with userAction("could not start:", waitCursor=True):
             self.run = self.logic.startSegment(**self.request())
             self.ui.progressBar.maximum = max(1, self.run.task.progress.total)
             self.ui.progressBar.value = 0
@@ -241,18 +275,25 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self):
         run = self.run
+        if run is None:
+            self.pollTimer.stop()
+            return
         try:
             finished = self.logic.poll(run)
         except Exception as e:  # noqa: BLE001 - shown as one line, never a traceback in the user's face
-            finished = True
-            slicer.util.errorDisplay(f"MedSAMLite: {e}")
+            if not self._runFailed:
+                slicer.util.errorDisplay(f"MedSAMLite: {_oneLine(e)}")
+            finished = self._runFailed or not run.task.running
+            if not finished:  # the worker goes on: stop it; the next polls put the segment back
+                self._runFailed = True
+                run.cancel()
         self.ui.progressBar.value = run.task.progress.done
         self.ui.statusLabel.text = self.logic.lastStatus if finished else run.task.status()
         if finished:
+            # The segment selector stays where the user left it ("None": the next Segment makes a new
+            # segment), so segmenting another structure never replaces this one.
             self.pollTimer.stop()
             self.run = None
-            if run.segmentId:
-                self.ui.segmentSelector.setCurrentSegmentID(run.segmentId)
             self.updateButtons()
 
     def segmentEditorUndoHook(self):
@@ -269,14 +310,30 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.editorNode = editor.mrmlSegmentEditorNode()
         return editor.saveStateForUndo
 
-    def cancelWork(self):
+    CANCEL_WAIT_S = 3.0
+
+    def cancelWork(self, restore=True):
+        """Stop the prefetch and a running Segment without waiting for it (never for a model load):
+        `restore` waits a little for the run to stop so that its segment is put back."""
         self.cancelPrefetch()
-        if self.run is not None:
-            self.run.cancel()
-            self.run.task.wait()
-            self.logic.poll(self.run)
-            self.run = None
-            self.pollTimer.stop()
+        run, self.run = self.run, None
+        self.pollTimer.stop()
+        if run is None:
+            return
+        run.cancel()
+        deadline = time.monotonic() + (self.CANCEL_WAIT_S if restore else 0.0)
+        while restore:
+            try:
+                if self.logic.poll(run):
+                    break
+            except Exception as e:  # noqa: BLE001 - the run is over; say why in the log only
+                logging.warning(f"MedSAMLite: {_oneLine(e)}")
+                break
+            if time.monotonic() > deadline:
+                logging.warning("MedSAMLite: the cancelled segmentation did not stop in time; its segment may keep a partial result")
+                break
+            time.sleep(0.05)
+        self.updateButtons()
 
     # -- prefetch ----------------------------------------------------------------------------------------
     def onPrefetch(self):
@@ -303,8 +360,11 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         markups.StartPlaceMode(False)
 
     def onRoiOnCurrentSlice(self):
-        with slicer.util.tryWithErrorDisplay("MedSAMLite: no ROI to flatten.", waitCursor=False):
-            self.logic.flattenRoiToSlice(self.ui.roiSelector.currentNode(), self.ui.volumeSelector.currentNode(), self.currentSlicePoint())
+        with userAction("could not put the ROI on the current slice:"):
+            point = self.currentSlicePoint()
+            if point is None:
+                raise InputError("choose a volume and an ROI first")
+            self.logic.flattenRoiToSlice(self.ui.roiSelector.currentNode(), self.ui.volumeSelector.currentNode(), point)
 
     # -- models and dependencies -------------------------------------------------------------------------
     def refreshBackends(self):
@@ -316,7 +376,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backendComboBox.currentIndex = max(index, 0)
 
     def onDownload(self):
-        with slicer.util.tryWithErrorDisplay("MedSAMLite: download failed.", waitCursor=True):
+        with userAction("download failed:", waitCursor=True):
             path = self.logic.downloadDefaultWeights()
             self.ui.statusLabel.text = f"LiteMedSAM weights ready: {path}"
         self.refreshBackends()
@@ -326,7 +386,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = qt.QFileDialog.getOpenFileName(self.parent, f"Checkpoint for {backend}", "", "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)")
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("MedSAMLite: import failed.", waitCursor=True):
+        with userAction("import failed:", waitCursor=True):
             self.logic.importCheckpoint(backend, path)
             self.ui.statusLabel.text = f"{backend}: checkpoint imported and converted"
         self.refreshBackends()
@@ -696,17 +756,76 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
         return Task(work, total=len(order), name="MedSAMLite prefetch")
 
-    def flattenRoiToSlice(self, roiNode, volumeNode, slicePoint):
-        """Make the ROI one slice thick at `slicePoint` (world RAS), keeping its in-plane extent."""
+    # A slice view more than this far from the volume's slicing axis shows no slice the models segment.
+    MAX_VIEW_TILT_DEG = 45.0
+
+    def _sliceGeometry(self, roiNode, volumeNode):
+        from MedSAMLiteLib.geometry import Geometry
+
         if roiNode is None or volumeNode is None:
             raise InputError("choose a volume and an ROI first")
-        size = list(roiNode.GetSize())
-        spacing = min(volumeNode.GetSpacing())
-        center = list(roiNode.GetCenterWorld())
-        normal = np.array(roiNode.GetObjectToWorldMatrix().MultiplyPoint((0.0, 0.0, 1.0, 0.0))[:3])
-        offset = float(np.dot(np.asarray(slicePoint) - center, normal))
-        roiNode.SetCenterWorld(*(np.asarray(center) + offset * normal))
-        roiNode.SetSize(size[0], size[1], 0.5 * spacing)
+        imageData = volumeNode.GetImageData()
+        if imageData is None or imageData.GetNumberOfPoints() == 0:
+            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
+        return Geometry.from_ijk_to_ras(imageData.GetDimensions(), self._ijkToRas(volumeNode))
+
+    @staticmethod
+    def _volumeToWorld(points, volumeNode):
+        transform = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(volumeNode.GetParentTransformNode(), None, transform)
+        return np.array([transform.TransformPoint(*p) for p in points])
+
+    def slicePointInRoi(self, sliceToRas, roiNode, volumeNode):
+        """The world point where a slice view's plane (its full SliceToRAS, 4x4) crosses the line through
+        the ROI's centre along the volume's slicing axis: "the current slice" of 2D mode and of ROI on
+        current slice. The models segment the volume's axial slices (the voxel axis closest to S-I, see
+        MedSAMLiteLib/geometry.py): an oblique view picks the slice it crosses at the ROI, and a view more
+        than MAX_VIEW_TILT_DEG from them (sagittal, coronal) is refused with one line."""
+        geometry = self._sliceGeometry(roiNode, volumeNode)
+        m = np.asarray(sliceToRas, dtype=float).reshape(4, 4)
+        origin, tip = self._worldToVolume([m[:3, 3], m[:3, 3] + m[:3, 2]], volumeNode)
+        normal = (tip - origin) / np.linalg.norm(tip - origin)
+        centre = self._worldToVolume([roiNode.GetCenterWorld()], volumeNode)[0]
+        if geometry.shape[0] == 1:
+            return self._volumeToWorld([centre], volumeNode)[0]
+        axis = geometry.affine[:3, 0] / np.linalg.norm(geometry.affine[:3, 0])
+        if abs(float(normal @ axis)) < np.cos(np.radians(self.MAX_VIEW_TILT_DEG)):
+            raise InputError("the Red view shows a sagittal or coronal plane of this volume; MedSAMLite segments its "
+                             "axial slices: show an axial slice in the Red view")
+        t = float((origin - centre) @ normal) / float(axis @ normal)
+        return self._volumeToWorld([centre + t * axis], volumeNode)[0]
+
+    def flattenRoiToSlice(self, roiNode, volumeNode, slicePoint):
+        """Make the ROI one slice of the volume thick at `slicePoint` (world RAS; see slicePointInRoi),
+        keeping its in-plane extent: the new box is aligned with the volume's slices and covers the
+        rows and columns the old one covered (a rotated ROI becomes its bounding box in the slice)."""
+        geometry = self._sliceGeometry(roiNode, volumeNode)
+        index = geometry.world_to_index(self._roiCornersInVolumeRas(roiNode, volumeNode))
+        z = geometry.world_to_index(self._worldToVolume([slicePoint], volumeNode))[0, 0]
+        z = float(np.clip(np.floor(z + 0.5), 0, geometry.shape[0] - 1))
+        lo, hi = index[:, 1:].min(axis=0), index[:, 1:].max(axis=0)
+        affine = geometry.affine  # canonical (d, h, w) index -> the volume's RAS
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        axes = affine[:3, :3] / spacing  # unit directions of d, h, w
+        rotation = np.column_stack([axes[:, 2], axes[:, 1], axes[:, 0]])  # ROI x = columns, y = rows, z = slices
+        if np.linalg.det(rotation) < 0:
+            rotation[:, 1] *= -1.0
+        objectToVolume = np.eye(4)
+        objectToVolume[:3, :3] = rotation
+        objectToVolume[:3, 3] = (affine @ np.array([z, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 1.0]))[:3]
+        volumeToRoiParent = vtk.vtkMatrix4x4()
+        if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+                volumeNode.GetParentTransformNode(), roiNode.GetParentTransformNode(), volumeToRoiParent):
+            raise InputError("the volume and the ROI are related by a non-linear transform; harden it first")
+        objectToNode = slicer.util.arrayFromVTKMatrix(volumeToRoiParent) @ objectToVolume
+        objectToNode[:3, :3] /= np.linalg.norm(objectToNode[:3, :3], axis=0)
+        wasModifying = roiNode.StartModify()
+        try:
+            roiNode.SetCenter(*objectToNode[:3, 3])
+            roiNode.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToNode))
+            roiNode.SetSize((hi[1] - lo[1]) * spacing[2], (hi[0] - lo[0]) * spacing[1], 0.5 * spacing[0])
+        finally:
+            roiNode.EndModify(wasModifying)
 
     # -- writing MRML (main thread) -------------------------------------------------------------------
     UNDO_STEPS = 10
@@ -741,6 +860,24 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if not self._finished or not self._finished[-1].undoable():
             return False
         return self._finished.pop().undo()
+
+
+@contextlib.contextmanager
+def userAction(what, waitCursor=False):
+    """Errors of a button's action shown to the user: bad input (InputError) as one line; anything
+    else (a bug) with its details, and raised so that it reaches the Python console too."""
+    if waitCursor:
+        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+    try:
+        yield
+    except InputError as e:
+        slicer.util.errorDisplay(f"MedSAMLite: {what} {e}")
+    except Exception as e:
+        slicer.util.errorDisplay(f"MedSAMLite: {what} {_oneLine(e)}", detailedText=traceback.format_exc())
+        raise
+    finally:
+        if waitCursor:
+            slicer.app.restoreOverrideCursor()
 
 
 def _oneLine(error):

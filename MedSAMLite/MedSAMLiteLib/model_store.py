@@ -331,7 +331,11 @@ def model_status(name: str) -> str:
         if e.downloadable:
             return f"will download {e.weights['size'] / 1e6:.0f} MB"
         return "needs a checkpoint (Import…)"
-    return "ready" if check_converted(name, digest) is None else "will convert on first use"
+    try:
+        problem = check_converted(name, digest)
+    except ModelError:  # openvino missing (after a Slicer upgrade the cache survives, packages do not)
+        return "needs openvino (Install dependencies)"
+    return "ready" if problem is None else "will convert on first use"
 
 
 def load_backend(name: str = DEFAULT_MODEL, precision: str = "f32", threads: int | None = None, download: bool = True,

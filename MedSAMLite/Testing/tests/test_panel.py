@@ -22,6 +22,7 @@ if not CHILD:
 
 else:
     import symtable
+    import types
     import builtins
     from pathlib import Path
 
@@ -140,3 +141,250 @@ else:
         assert ui.segmentSelector.currentNode() is segmentation  # the .ui connection
         assert ui.segmentButton.enabled
         assert label.GetID() not in [ui.volumeSelector.nodeFromIndex(i).GetID() for i in range(ui.volumeSelector.nodeCount())]
+
+    # -- a scene as a user has it: a CT, an ROI around the brain, a segmentation with another segment ----
+    def setup_scene(gui, roi_slices=None):
+        """Load the test CT, an ROI around the brain (slices `roi_slices` of the reference), a
+        segmentation with a segment "other"; choose them in the panel as a user does; preset "brain"."""
+        ui = gui.ui
+        volume = load_volume()
+        reference = slicer.modules.volumes.logic().AddArchetypeVolume(str(TESTDATA / "MedSAMLiteTestReference.nrrd"), "reference", 1, None)
+        reference_mask = slicer.util.arrayFromVolume(reference).copy() > 0
+        slicer.mrmlScene.RemoveNode(reference)
+        roi_mask = reference_mask.copy()
+        if roi_slices is not None:
+            keep = np.zeros(len(roi_mask), bool)
+            keep[roi_slices] = True
+            roi_mask[~keep] = False
+        roi = sys.modules["MedSAMLite"].MedSAMLiteTest.roiAroundMask(roi_mask, volume, "box")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        other = segmentation.GetSegmentation().AddEmptySegment("", "other")
+        other_mask = np.zeros(reference_mask.shape, np.uint8)
+        other_mask[6, 2:8, 2:8] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
+        pythonqt.process_events()
+        ui.volumeSelector._user_select(volume)
+        ui.roiSelector._user_select(roi)
+        ui.segmentationSelector._user_select(segmentation)
+        ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("brain"))
+        ui.emptySlicesSpinBox.value = 0
+        ui.segmentSelector._user_select("")  # "None": a new segment (the real selector may show a stale ID)
+        assert gui.logic.getParameterNode().GetParameter("Preset") == "brain"
+        assert gui.logic.getParameterNode().GetParameter("SegmentID") == ""
+        return types.SimpleNamespace(volume=volume, roi=roi, segmentation=segmentation, other=other, other_mask=other_mask,
+                                     reference=reference_mask, voxels=slicer.util.arrayFromVolume(volume).copy())
+
+    def segment_array(s, segment_id):
+        return slicer.util.arrayFromSegmentBinaryLabelmap(s.segmentation, segment_id, s.volume) > 0
+
+    def segment_ids(s):
+        return list(s.segmentation.GetSegmentation().GetSegmentIDs())
+
+    def wait_for_run_end(gui, timeout=120):
+        pythonqt.run_until(lambda: gui.run is None, timeout)
+        worker = gui.logic._running
+        pythonqt.run_until(lambda: worker is None or not worker.task.running, timeout)
+
+    def test_place_roi_starts_placing_a_new_roi(gui):
+        load_volume()
+        before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode")
+        click(gui.ui.placeRoiButton)
+        assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode") == before + 1
+        roi = gui.ui.roiSelector.currentNode()
+        assert roi is not None and roi.IsA("vtkMRMLMarkupsROINode")
+        assert gui.logic.getParameterNode().GetNodeReference("ROI") is roi
+        app_logic = slicer.app.applicationLogic()
+        assert app_logic.GetInteractionNode().GetCurrentInteractionMode() == slicer.vtkMRMLInteractionNode.Place
+        assert app_logic.GetSelectionNode().GetActivePlaceNodeID() == roi.GetID()
+
+    def test_segment_shows_progress_writes_the_middle_slice_first_then_the_rest(gui):
+        s = setup_scene(gui)
+        ui = gui.ui
+        assert ui.segmentSelector.currentSegmentID() == ""  # "None": a new segment
+        click(ui.segmentButton)
+        assert ui.segmentButton.text == "Cancel" and ui.segmentButton.enabled
+        assert qt.QProgressBar.isVisible(ui.progressBar) and ui.progressBar.maximum == len(s.reference)
+        pythonqt.run_until(lambda: len(segment_ids(s)) == 2 and segment_array(s, segment_ids(s)[1]).any())
+        new = segment_ids(s)[1]
+        first = np.flatnonzero(segment_array(s, new).any(axis=(1, 2))).tolist()
+        slices = np.flatnonzero(s.reference.any(axis=(1, 2)))
+        assert len(first) == 1 and abs(first[0] - (slices[0] + slices[-1]) / 2) <= 0.5, first
+        wait_for_run_end(gui)
+        result = segment_array(s, new)
+        assert ui.segmentButton.text == "Segment" and not qt.QProgressBar.isVisible(ui.progressBar)
+        assert ui.progressBar.value == ui.progressBar.maximum
+        assert result.any(axis=(1, 2)).sum() > 3
+        dice = 2 * (result & s.reference).sum() / (result.sum() + s.reference.sum())
+        assert dice > 0.8, dice
+        assert ui.statusLabel.text.startswith("litemedsam 3D")
+        np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(s.volume), s.voxels)
+        assert ui.segmentSelector.currentSegmentID() == ""  # still "None": the next Segment makes a new segment
+
+    def test_cancel_puts_the_segment_back(gui):
+        s = setup_scene(gui)
+        ui = gui.ui
+        ui.segmentSelector._user_select(s.other)
+        assert gui.logic.getParameterNode().GetParameter("SegmentID") == s.other
+        click(ui.segmentButton)
+        pythonqt.run_until(lambda: not np.array_equal(segment_array(s, s.other), s.other_mask > 0))
+        assert gui.run is not None, "finished before Cancel could be clicked"
+        click(ui.segmentButton)  # Cancel
+        wait_for_run_end(gui)
+        np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        assert "cancelled" in ui.statusLabel.text and ui.segmentButton.text == "Segment"
+        assert segment_ids(s) == [s.other]
+
+    def test_a_second_structure_goes_into_a_new_segment_and_the_first_stays(gui):
+        s = setup_scene(gui, roi_slices=[5, 6, 7])
+        click(gui.ui.segmentButton)
+        wait_for_run_end(gui)
+        first = segment_ids(s)[1]
+        first_mask = segment_array(s, first)
+        assert first_mask.any()
+        s.roi.SetCenter(*np.asarray(s.roi.GetCenter()) + np.array([0.0, 0.0, 12.0]))  # the user moves the box
+        click(gui.ui.segmentButton)
+        wait_for_run_end(gui)
+        assert len(segment_ids(s)) == 3, "the second Segment did not make a new segment"
+        np.testing.assert_array_equal(segment_array(s, first), first_mask)
+        assert segment_array(s, segment_ids(s)[2]).any()
+
+    def test_undo_with_the_segment_editor_open(gui):
+        s = setup_scene(gui, roi_slices=[6])
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(s.segmentation)  # the user edits this segmentation in the Segment Editor
+        gui.ui.segmentSelector._user_select(s.other)
+        try:
+            click(gui.ui.segmentButton)
+            wait_for_run_end(gui)
+            assert segment_array(s, s.other).sum() > s.other_mask.sum()
+            editor.undo()  # Ctrl+Z in the Segment Editor: one step undoes the whole Segment
+            np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        finally:
+            editor.setSegmentationNode(None)
+
+    def test_scene_close_during_a_run(gui):
+        s = setup_scene(gui)
+        click(gui.ui.segmentButton)
+        pythonqt.run_until(lambda: len(segment_ids(s)) == 2)
+        assert gui.run is not None
+        slicer_app.close_scene()  # File > Close Scene while it runs: no wait, no error, a fresh panel
+        pythonqt.process_events()
+        assert gui.run is None and gui.ui.segmentButton.text == "Segment" and not gui.ui.segmentButton.enabled
+        assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+        wait_for_run_end(gui)
+
+    def test_reload_during_a_run_puts_the_segment_back_and_reloads_the_helper_package(panel, gui):
+        s = setup_scene(gui)
+        gui.ui.segmentSelector._user_select(s.other)
+        click(gui.ui.segmentButton)
+        pythonqt.run_until(lambda: not np.array_equal(segment_array(s, s.other), s.other_mask > 0))
+        helper = sys.modules["MedSAMLiteLib"]
+        gui.onReload()  # the Reload button of the developer section
+        new = panel.self()
+        assert new is not gui and sys.modules["MedSAMLiteLib"] is not helper
+        np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        assert new.ui.volumeSelector.currentNode() is s.volume  # the new panel shows the scene's parameters
+        assert new.ui.segmentButton.text == "Segment" and new.ui.segmentButton.enabled
+        wait_for_run_end(gui)
+
+    def test_exit_stops_watching_the_roi_and_enter_resumes(panel, gui):
+        s = setup_scene(gui, roi_slices=[6])
+        pythonqt.run_for(0.7)  # the prefetch timer of the set-up fires
+        panel.exit()
+        s.roi.SetCenter(*np.asarray(s.roi.GetCenter()) + 3.0)
+        assert not gui.prefetchTimer.active and gui.prefetchTask is None
+        panel.enter()
+        s.roi.SetCenter(*np.asarray(s.roi.GetCenter()) - 3.0)
+        assert gui.prefetchTimer.active  # moving the ROI prefetches again
+        assert gui.ui.roiSelector.currentNode() is s.roi
+
+    # -- the Red view's slice: ROI on current slice and 2D mode -------------------------------------------
+    def red(normal, transverse, position):
+        node = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        node.SetSliceToRASByNTP(*normal, *transverse, *position, 0)
+        node.UpdateMatrices()
+        return node
+
+    def corners_ijk(roi, volume):
+        """The ROI's 8 corners as continuous (i, j, k) voxel coordinates of `volume` (no transforms here)."""
+        m = slicer.util.arrayFromVTKMatrix(roi.GetObjectToWorldMatrix())
+        half = np.asarray(roi.GetSize()) / 2
+        local = np.array([[sx, sy, sz, 1.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * np.r_[half, 1.0]
+        ras_to_ijk = vtk_matrix(volume, "GetRASToIJKMatrix")
+        return (ras_to_ijk @ m @ local.T).T[:, :3]
+
+    def vtk_matrix(node, getter):
+        import vtk
+
+        matrix = vtk.vtkMatrix4x4()
+        getattr(node, getter)(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
+    def slice_centre_z(volume, k):
+        return (vtk_matrix(volume, "GetIJKToRASMatrix") @ np.array([0, 0, k, 1.0]))[2]
+
+    @pytest.fixture
+    def slab(gui):
+        s = setup_scene(gui, roi_slices=[4, 5, 6, 7, 8])
+        s.ijk = corners_ijk(s.roi, s.volume)
+        return s
+
+    def flattened(gui, s, k):
+        """ROI on current slice clicked: the ROI is one slice (k) thick with the same rows and columns."""
+        click(gui.ui.roiOnSliceButton)
+        after = corners_ijk(s.roi, s.volume)
+        assert np.all(np.abs(after[:, 2] - k) < 0.5), after[:, 2]
+        np.testing.assert_allclose(after[:, :2].min(axis=0), s.ijk[:, :2].min(axis=0), atol=1e-3)
+        np.testing.assert_allclose(after[:, :2].max(axis=0), s.ijk[:, :2].max(axis=0), atol=1e-3)
+        assert slicer_app.messages == []
+
+    def test_roi_on_current_slice_with_red_axial(gui, slab):
+        centre = slab.roi.GetCenterWorld()
+        red((0, 0, 1), (1, 0, 0), (centre[0] + 40, centre[1] - 30, slice_centre_z(slab.volume, 5) + 1.0))
+        flattened(gui, slab, 5)
+
+    def test_roi_on_current_slice_with_red_oblique_takes_the_slice_it_crosses_at_the_roi(gui, slab):
+        centre = np.asarray(slab.roi.GetCenterWorld())
+        tilt = np.radians(20)
+        # a plane through a point 20 mm anterior of the ROI at slice 7, tilted 20 degrees about R-L:
+        # at the ROI it lies 20 mm * tan(20 deg) = 7.3 mm (1.8 slices) lower, in slice 5
+        position = (centre[0], centre[1] + 20.0, slice_centre_z(slab.volume, 7))
+        red((0, -np.sin(tilt), np.cos(tilt)), (1, 0, 0), position)
+        flattened(gui, slab, 5)
+
+    @pytest.mark.parametrize("normal, transverse", [((1, 0, 0), (0, 1, 0)), ((0, 1, 0), (1, 0, 0))], ids=["sagittal", "coronal"])
+    def test_roi_on_current_slice_refuses_a_sagittal_or_coronal_red_view(gui, slab, normal, transverse):
+        red(normal, transverse, slab.roi.GetCenterWorld())
+        click(gui.ui.roiOnSliceButton)
+        assert len(slicer_app.messages) == 1 and "show an axial slice in the Red view" in slicer_app.messages[0][1]
+        assert "\n" not in slicer_app.messages[0][1]
+        np.testing.assert_allclose(corners_ijk(slab.roi, slab.volume), slab.ijk, atol=1e-4)  # unchanged
+
+    def test_roi_on_current_slice_with_a_rotated_roi_keeps_its_extent_in_the_slice(gui, slab):
+        import vtk
+
+        transform = vtk.vtkTransform()
+        transform.Translate(*slab.roi.GetCenter())
+        transform.RotateZ(30)
+        transform.RotateX(10)
+        slab.roi.SetAndObserveObjectToNodeMatrix(transform.GetMatrix())
+        slab.ijk = corners_ijk(slab.roi, slab.volume)
+        red((0, 0, 1), (1, 0, 0), (0, 0, slice_centre_z(slab.volume, 6)))
+        flattened(gui, slab, 6)
+        after = corners_ijk(slab.roi, slab.volume)
+        assert len(np.unique(np.round(after[:, 0], 3))) == 2  # aligned with the volume's slices
+
+    def test_2d_mode_segments_the_red_slice(gui, slab):
+        gui.ui.modeComboBox.setCurrentIndex(gui.ui.modeComboBox.findData("2d"))
+        centre = slab.roi.GetCenterWorld()
+        red((0, 0, 1), (1, 0, 0), (centre[0], centre[1], slice_centre_z(slab.volume, 5)))
+        click(gui.ui.segmentButton)
+        wait_for_run_end(gui)
+        new = segment_ids(slab)[1]
+        assert np.flatnonzero(segment_array(slab, new).any(axis=(1, 2))).tolist() == [5]
+        red((1, 0, 0), (0, 1, 0), centre)  # sagittal: no Segment, one line
+        click(gui.ui.segmentButton)
+        assert gui.run is None and len(segment_ids(slab)) == 2
+        assert "show an axial slice in the Red view" in slicer_app.messages[-1][1]
