@@ -864,15 +864,17 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
 @contextlib.contextmanager
 def userAction(what, waitCursor=False):
-    """Errors of a button's action shown to the user: bad input (InputError) as one line; anything
-    else (a bug) with its details, and raised so that it reaches the Python console too."""
+    """Errors of a button's action shown to the user: bad input (InputError and the core's own errors,
+    e.g. a checkpoint that does not fit) as one line; anything else (a bug) with its details, and
+    raised so that it reaches the Python console too."""
     if waitCursor:
         slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
     try:
         yield
-    except InputError as e:
-        slicer.util.errorDisplay(f"MedSAMLite: {what} {e}")
     except Exception as e:
+        if isinstance(e, InputError) or type(e).__module__.startswith("MedSAMLiteLib"):  # the core's one-line errors
+            slicer.util.errorDisplay(f"MedSAMLite: {what} {_oneLine(e)}")
+            return
         slicer.util.errorDisplay(f"MedSAMLite: {what} {_oneLine(e)}", detailedText=traceback.format_exc())
         raise
     finally:

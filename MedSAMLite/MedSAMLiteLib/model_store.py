@@ -27,6 +27,10 @@ from pathlib import Path
 
 from .profiles import PROFILES
 
+# Bump when a conversion builder changes the graphs it makes for the same weights (cached models are
+# rebuilt). Kept here, not in `conversion` (which imports openvino), so model states need no openvino.
+CONVERTER_VERSION = 1
+
 CATALOGUE = Path(__file__).resolve().parents[1] / "Resources" / "models.json"
 DEFAULT_MODEL = "litemedsam"
 MANIFEST, VERIFIED, CURRENT = "manifest.json", "verified.json", "current.json"
@@ -188,6 +192,13 @@ def import_checkpoint(name: str, path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
+    if e.downloadable:  # the default model from a file the user has (offline sites): the genuine file only
+        if not _is_genuine(path, e.weights):
+            raise ModelError(f"{path}: not the genuine {e.weights['file']} (size or SHA-256 differs)")
+        target = _weights_dir(name) / e.weights["file"]
+        _atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+        ensure_converted(name, download=False)
+        return target
     digest = sha256_file(path)
     models = convert(e.architecture, path)
     target = _weights_dir(name) / f"{digest[:16]}{''.join(path.suffixes[-1:]) or '.pth'}"
@@ -227,15 +238,11 @@ def _openvino_version() -> str:
 
 
 def _expected(e: ModelEntry, digest: str) -> dict:
-    from .conversion import CONVERTER_VERSION
-
     return {"model": e.name, "architecture": e.architecture, "weights_sha256": digest,
             "converter": CONVERTER_VERSION, "openvino": _openvino_version()}
 
 
 def converted_dir(name: str, digest: str) -> Path:
-    from .conversion import CONVERTER_VERSION
-
     return home() / "models" / name / f"{digest[:16]}-c{CONVERTER_VERSION}"
 
 

@@ -16,9 +16,6 @@ import numpy as np
 from .checkpoint import CheckpointError, load_weights
 from .ops import ConversionError, Weights, check_all_used
 
-# Bump when a builder changes the graphs it makes for the same weights (cached models are rebuilt).
-CONVERTER_VERSION = 1
-
 # architecture -> (image size, prompt space, mask-decoder LayerNorm eps)
 ARCHITECTURES: dict[str, tuple[int, int, float]] = {
     "litemedsam": (256, 256, 1e-5),
@@ -29,7 +26,7 @@ ARCHITECTURES: dict[str, tuple[int, int, float]] = {
     "medsam_vit_b": (1024, 1024, 1e-5),
 }
 
-__all__ = ["ARCHITECTURES", "CONVERTER_VERSION", "CheckpointError", "ConversionError", "convert"]
+__all__ = ["ARCHITECTURES", "CheckpointError", "ConversionError", "convert"]
 
 
 def _build_encoder(architecture: str, weights: Weights):

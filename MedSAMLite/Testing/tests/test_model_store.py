@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from MedSAMLiteLib import model_store
-from MedSAMLiteLib.conversion import CONVERTER_VERSION
 from MedSAMLiteLib.headless.cases import atomic_savez
 from MedSAMLiteLib.headless.samples import coins_case
 
@@ -83,7 +82,7 @@ def test_convert_once_then_reuse_then_rebuild_when_corrupt_or_stale(private_home
     logs = []
     folder = model_store.ensure_converted(DEFAULT, log=logs.append)
     assert logs == ["converting LiteMedSAM to OpenVINO (not converted yet)"]
-    assert folder.name == f"79d8c9dca6db4d69-c{CONVERTER_VERSION}"
+    assert folder.name == f"79d8c9dca6db4d69-c{model_store.CONVERTER_VERSION}"
     assert model_store.model_status(DEFAULT) == "ready"
     assert model_store.ensure_converted(DEFAULT, log=logs.append) == folder and len(logs) == 1
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 CHILD = os.environ.get("MEDSAMLITE_PANEL_PROCESS") == "1"
+WITHOUT_OPENVINO = os.environ.get("MEDSAMLITE_PANEL_WITHOUT_OPENVINO") == "1"
 
 if not CHILD:
 
@@ -28,6 +29,28 @@ else:
 
     import numpy as np
     import pytest
+
+    if WITHOUT_OPENVINO:  # Slicer after an upgrade: the cache survived, openvino and opencv did not
+        import importlib.abc
+        import importlib.machinery
+        import importlib.metadata
+
+        HIDDEN = {"openvino", "cv2"}  # import names; their distributions: openvino, opencv-python-headless
+
+        class Hide(importlib.abc.MetaPathFinder):
+            """sys.path's finder, blind to the hidden packages and their metadata (as if not installed)."""
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in HIDDEN:
+                    return None
+                return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+            def find_distributions(self, *args, **kwargs):
+                hidden = {"openvino" if n == "openvino" else "opencv-python-headless" for n in HIDDEN}
+                return (d for d in importlib.machinery.PathFinder.find_distributions(*args, **kwargs)
+                        if (d.metadata["Name"] or "").lower() not in hidden)
+
+        sys.meta_path[:] = [Hide() if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import harness  # noqa: E402
@@ -61,6 +84,7 @@ else:
     def click(button):
         """A user's click: the button must be enabled and visible, as for a real mouse click."""
         assert button.enabled, f"{button.name} is disabled"
+        assert qt.QWidget.isVisible(button), f"{button.name} is hidden"
         button.click()
         pythonqt.process_events()
 
@@ -388,3 +412,70 @@ else:
         click(gui.ui.segmentButton)
         assert gui.run is None and len(segment_ids(slab)) == 2
         assert "show an axial slice in the Red view" in slicer_app.messages[-1][1]
+
+    # -- models: the backend dropdown, import, cache -------------------------------------------------------
+    def backend_texts(gui):
+        combo = gui.ui.backendComboBox
+        return {combo.itemData(i): combo.itemText(i) for i in range(combo.count)}
+
+    def test_backend_states_and_importing_a_checkpoint(gui, tmp_path, monkeypatch):
+        genuine = Path.home() / ".cache" / "medsamlite" / "weights" / "litemedsam" / "lite_medsam.pth"
+        if os.environ.get("MEDSAMLITE_HOME"):
+            genuine = Path(os.environ["MEDSAMLITE_HOME"]) / "weights" / "litemedsam" / "lite_medsam.pth"
+        assert genuine.is_file(), "needs the LiteMedSAM weights: medsamlite fetch-weights"
+        monkeypatch.setenv("MEDSAMLITE_HOME", str(tmp_path / "cache"))  # a user with an empty cache
+        ui = gui.ui
+        ui.modelsCollapsibleButton.collapsed = False
+        click(ui.clearCacheButton)
+        assert slicer_app.messages[-1][0] == "question"
+        texts = backend_texts(gui)
+        assert texts["litemedsam"] == "LiteMedSAM (will download 39 MB)"
+        assert texts["medficient_l0"].endswith("(needs a checkpoint (Import…))")
+        pythonqt.file_dialog_answers.append("")  # the user cancels the file dialog
+        click(ui.importCheckpointButton)
+        assert backend_texts(gui) == texts and ui.statusLabel.text == ""
+        bad = tmp_path / "notes.pth"
+        bad.write_text("not a checkpoint")
+        pythonqt.file_dialog_answers.append(str(bad))
+        click(ui.importCheckpointButton)
+        assert slicer_app.messages[-1][0] == "error" and "\n" not in slicer_app.messages[-1][1]
+        assert backend_texts(gui) == texts
+        pythonqt.file_dialog_answers.append(str(genuine))
+        click(ui.importCheckpointButton)
+        assert ui.statusLabel.text == "litemedsam: checkpoint imported and converted"
+        assert backend_texts(gui)["litemedsam"] == "LiteMedSAM (ready)"
+        click(ui.showCacheButton)
+        assert pythonqt.opened_urls[-1] == qt.QUrl.fromLocalFile(str(tmp_path / "cache")).toString()
+        ui.modelsCollapsibleButton.collapsed = True
+
+    if not WITHOUT_OPENVINO:
+
+        def test_without_openvino_the_panel_opens_says_so_and_installs():
+            env = dict(os.environ, MEDSAMLITE_PANEL_PROCESS="1", MEDSAMLITE_PANEL_WITHOUT_OPENVINO="1")
+            result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "missing_openvino"],
+                                    env=env, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-8000:] + result.stderr[-3000:]
+
+    else:
+
+        def test_missing_openvino(gui):
+            ui = gui.ui
+            assert "openvino" in ui.dependencyLabel.text and qt.QWidget.isVisible(ui.installDependenciesButton)
+            assert set(gui.logic.missingDependencies()) == {"openvino", "opencv-python-headless"}
+            s = setup_scene(gui, roi_slices=[6])
+            assert not ui.segmentButton.enabled  # nothing to segment with
+            assert all("openvino" in text or "checkpoint" in text or "download" in text for text in backend_texts(gui).values())
+            calls = []
+
+            def pip_install(requirements, **kwargs):  # the stand-in pip: "installs" by un-hiding the packages
+                calls.append(requirements)
+                HIDDEN.clear()
+
+            slicer.util.pip_install = pip_install
+            click(ui.installDependenciesButton)
+            assert slicer_app.messages[0][0] == "question" and "openvino" in slicer_app.messages[0][1]
+            assert len(calls) == 1
+            assert gui.logic.missingDependencies() == []
+            assert not qt.QWidget.isVisible(ui.installDependenciesButton) and ui.dependencyLabel.text == ""
+            assert ui.segmentButton.enabled and s.volume is ui.volumeSelector.currentNode()
+            assert "openvino" not in backend_texts(gui)["litemedsam"]
