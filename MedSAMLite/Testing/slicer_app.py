@@ -50,12 +50,29 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._collapsed, self._collapsedHeight, self._flat = False, 14, False
+        self.setContentsMargins(0, self.HEADER + 2, 0, 0)
         self.setCheckable(True)
         self.setChecked(True)
         self.toggled.connect(lambda checked: self.setCollapsed(not checked))
 
-    def paintEvent(self, event):  # noqa: N802 - Qt's name
-        pass
+    HEADER = 24
+
+    def childEvent(self, event):  # noqa: N802 - Qt's name: contents added while collapsed stay hidden
+        super().childEvent(event)
+        child = event.child()
+        if event.added() and self._collapsed and isinstance(child, QtWidgets.QWidget):
+            child.setVisible(False)
+
+    def paintEvent(self, event):  # noqa: N802 - Qt's name: a header button with its arrow and text
+        from PySide6 import QtGui
+
+        painter = QtGui.QPainter(self)
+        option = QtWidgets.QStyleOptionButton()
+        option.initFrom(self)
+        option.rect = QtCore.QRect(0, 0, QtWidgets.QWidget.width(self), self.HEADER)
+        option.text = ("\u25b8 " if self._collapsed else "\u25be ") + QtWidgets.QAbstractButton.text(self)
+        self.style().drawControl(QtWidgets.QStyle.CE_PushButton, option, painter, self)
+        painter.end()
 
     def setCollapsed(self, collapsed):
         if collapsed == self._collapsed:

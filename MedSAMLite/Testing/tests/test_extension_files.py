@@ -201,6 +201,25 @@ def test_icon_url_names_the_shipped_icon():
     assert len(data) < 8192
 
 
+def test_screenshot_url_names_the_committed_screenshot():
+    url = cmake_metadata()["SCREENSHOTURLS"]
+    repo_path = "/".join(cmake_metadata()["HOMEPAGE"].split("/")[-2:])
+    prefix = f"https://raw.githubusercontent.com/{repo_path}/main/"
+    assert url.startswith(prefix)
+    shot = ROOT / url[len(prefix):]
+    assert shot.parent.name == "Screenshots" and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size < 300_000
+
+
+def test_licence_and_contributors_as_the_index_asks():
+    licence = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence and "END OF TERMS AND CONDITIONS" in licence
+    contributors = cmake_metadata()["CONTRIBUTORS"]
+    assert re.fullmatch(r"[^(),]+ \([^()]+\)(, [^(),]+ \([^()]+\))*", contributors), "contributors: 'Name (Organisation)'"
+    module = (MODULE_DIR / "MedSAMLite.py").read_text()
+    assert f"self.parent.contributors = [{contributors!r}]".replace("'", '"') in module
+
+
 # -- (c) the panel's .ui ---------------------------------------------------------------------------------
 def test_ui_has_every_widget_the_code_uses(ui):
     used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "MedSAMLite.py").read_text()))
