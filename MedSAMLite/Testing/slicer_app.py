@@ -124,19 +124,21 @@ class qMRMLWidget(PythonQtObject, QtWidgets.QWidget):
 
 
 class _Observing:
-    """VTK observations owned by a stand-in widget."""
+    """VTK observations owned by a stand-in widget, removed when the widget is destroyed (as qvtk does)."""
 
     def _observe(self, obj, event, callback):
-        self.__dict__.setdefault("_observations", []).append((obj, obj.AddObserver(event, lambda *a: callback())))
+        observations = self.__dict__.get("_observations")
+        if observations is None:
+            observations = self._observations = []
+            self.destroyed.connect(lambda *_, o=observations: [x.RemoveObserver(t) for x, t in o])
+        observations.append((obj, obj.AddObserver(event, lambda *a: callback())))
 
     def _unobserve(self, obj=None):
-        keep = []
-        for observed, tag in self.__dict__.get("_observations", []):
+        observations = self.__dict__.get("_observations", [])
+        for observed, tag in list(observations):
             if obj is None or observed is obj:
                 observed.RemoveObserver(tag)
-            else:
-                keep.append((observed, tag))
-        self._observations = keep
+                observations.remove((observed, tag))
 
 
 @pythonqt.register_widget

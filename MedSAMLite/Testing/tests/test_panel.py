@@ -138,12 +138,12 @@ else:
         folder.mkdir()
         (folder / "Resources").symlink_to(harness.MODULE_DIR / "Resources")
         (folder / "MedSAMLite.py").write_text(source.replace("\nimport qt\n", "\n", 1))
-        saved = sys.modules["MedSAMLite"], slicer.modules.medsamlite
+        saved = sys.modules["MedSAMLite"], slicer.modules.medsamlite, slicer.modules.MedSAMLiteWidget
         try:
             with pytest.raises(NameError, match="'qt'"):
                 slicer_app.open_module(path=folder / "MedSAMLite.py")
         finally:
-            sys.modules["MedSAMLite"], slicer.modules.medsamlite = saved
+            sys.modules["MedSAMLite"], slicer.modules.medsamlite, slicer.modules.MedSAMLiteWidget = saved
             pythonqt.take_errors()
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -428,12 +428,12 @@ else:
         ui.modelsCollapsibleButton.collapsed = False
         click(ui.clearCacheButton)
         assert slicer_app.messages[-1][0] == "question"
-        texts = backend_texts(gui)
+        texts, status = backend_texts(gui), ui.statusLabel.text
         assert texts["litemedsam"] == "LiteMedSAM (will download 39 MB)"
         assert texts["medficient_l0"].endswith("(needs a checkpoint (Import…))")
         pythonqt.file_dialog_answers.append("")  # the user cancels the file dialog
         click(ui.importCheckpointButton)
-        assert backend_texts(gui) == texts and ui.statusLabel.text == ""
+        assert backend_texts(gui) == texts and ui.statusLabel.text == status
         bad = tmp_path / "notes.pth"
         bad.write_text("not a checkpoint")
         pythonqt.file_dialog_answers.append(str(bad))
