@@ -467,14 +467,18 @@ else:
             assert all("openvino" in text or "checkpoint" in text or "download" in text for text in backend_texts(gui).values())
             calls = []
 
-            def pip_install(requirements, **kwargs):  # the stand-in pip: "installs" by un-hiding the packages
-                calls.append(requirements)
+            def pip_install(requirements, **kwargs):  # the stand-in pip: reads its files, "installs" by un-hiding
+                args = requirements.split() if isinstance(requirements, str) else list(requirements)
+                files = {args[i]: Path(args[i + 1]).read_text() for i in range(len(args) - 1) if args[i] in ("-r", "-c")}
+                calls.append(files)
                 HIDDEN.clear()
 
             slicer.util.pip_install = pip_install
             click(ui.installDependenciesButton)
             assert slicer_app.messages[0][0] == "question" and "openvino" in slicer_app.messages[0][1]
-            assert len(calls) == 1
+            assert len(calls) == 1 and "openvino" in calls[0]["-r"]  # what is missing, with
+            assert f"numpy=={np.__version__}" in calls[0]["-c"].splitlines()  # what Slicer has, pinned
+            assert not [line for line in calls[0]["-c"].splitlines() if line.startswith("openvino=")]
             assert gui.logic.missingDependencies() == []
             assert not qt.QWidget.isVisible(ui.installDependenciesButton) and ui.dependencyLabel.text == ""
             assert ui.segmentButton.enabled and s.volume is ui.volumeSelector.currentNode()
