@@ -104,6 +104,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.emptySlicesSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.zoomCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentOrCancel)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.placeRoiButton.connect("clicked(bool)", self.onPlaceRoi)
         self.ui.roiOnSliceButton.connect("clicked(bool)", self.onRoiOnCurrentSlice)
         self.ui.downloadButton.connect("clicked(bool)", self.onDownload)
@@ -233,6 +234,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = all(s.currentNode() is not None for s in (self.ui.volumeSelector, self.ui.roiSelector, self.ui.segmentationSelector))
         self.ui.segmentButton.enabled = running or (ready and not self.logic.missingDependencies())
         self.ui.progressBar.visible = running
+        self.ui.undoButton.enabled = not running
 
     # -- segment -----------------------------------------------------------------------------------------
     def request(self):
@@ -295,6 +297,16 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.pollTimer.stop()
             self.run = None
             self.updateButtons()
+
+    def onUndo(self):
+        """Take back the last Segment: works with the Segment Editor closed (Slicer's scene undo is off
+        by default); the Logic refuses when a segment it changed was edited since."""
+        with userAction("could not undo:"):
+            if self.logic.undo():
+                self.ui.statusLabel.text = "The last Segment is undone."
+            else:
+                self.ui.statusLabel.text = ("Nothing to undo: no Segment to take back, or its segment was edited since "
+                                            "(the Segment Editor's Undo takes back edits).")
 
     def segmentEditorUndoHook(self):
         """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one

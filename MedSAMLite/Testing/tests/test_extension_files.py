@@ -34,6 +34,7 @@ UI_WIDGETS = {
     "backendComboBox": "QComboBox",
     "presetComboBox": "QComboBox",
     "segmentButton": "QPushButton",
+    "undoButton": "QPushButton",
     "statusLabel": "QLabel",
     "modeComboBox": "QComboBox",
     "emptySlicesSpinBox": "QSpinBox",

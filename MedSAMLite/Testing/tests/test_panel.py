@@ -288,6 +288,26 @@ else:
         finally:
             editor.setSegmentationNode(None)
 
+    def test_undo_with_the_segment_editor_closed(gui):
+        s = setup_scene(gui, roi_slices=[6])
+        gui.ui.segmentSelector._user_select(s.other)
+        click(gui.ui.segmentButton)
+        wait_for_run_end(gui)
+        assert segment_array(s, s.other).sum() > s.other_mask.sum()
+        click(gui.ui.undoButton)  # Slicer's scene undo is off: the panel's Undo takes the Segment back
+        np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        assert gui.ui.statusLabel.text == "The last Segment is undone."
+        gui.ui.segmentSelector._user_select("")
+        click(gui.ui.segmentButton)  # a new segment, then an edit of it: Undo refuses, nothing changes
+        wait_for_run_end(gui)
+        new = segment_ids(s)[1]
+        edited = segment_array(s, new).astype(np.uint8)
+        edited[tuple(np.argwhere(edited)[0])] = 0  # the user erases a voxel of the result
+        slicer.util.updateSegmentBinaryLabelmapFromArray(edited, s.segmentation, new, s.volume)
+        click(gui.ui.undoButton)
+        assert gui.ui.statusLabel.text.startswith("Nothing to undo")
+        np.testing.assert_array_equal(segment_array(s, new), edited > 0)
+
     def test_scene_close_during_a_run(gui):
         s = setup_scene(gui)
         click(gui.ui.segmentButton)
