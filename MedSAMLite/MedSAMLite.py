@@ -144,6 +144,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         self.cancelWork(restore=False)  # its nodes are going away
         self.setParameterNode(None)
+        self.ui.statusLabel.text = ""
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:

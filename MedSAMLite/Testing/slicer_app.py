@@ -50,12 +50,12 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._collapsed, self._collapsedHeight, self._flat = False, 14, False
-        self.setContentsMargins(0, self.HEADER + 2, 0, 0)
+        self.setContentsMargins(0, self._HEADER + 2, 0, 0)
         self.setCheckable(True)
         self.setChecked(True)
         self.toggled.connect(lambda checked: self.setCollapsed(not checked))
 
-    HEADER = 24
+    _HEADER = 24
 
     def childEvent(self, event):  # noqa: N802 - Qt's name: contents added while collapsed stay hidden
         super().childEvent(event)
@@ -69,7 +69,7 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
         painter = QtGui.QPainter(self)
         option = QtWidgets.QStyleOptionButton()
         option.initFrom(self)
-        option.rect = QtCore.QRect(0, 0, QtWidgets.QWidget.width(self), self.HEADER)
+        option.rect = QtCore.QRect(0, 0, QtWidgets.QWidget.width(self), self._HEADER)
         option.text = ("\u25b8 " if self._collapsed else "\u25be ") + QtWidgets.QAbstractButton.text(self)
         self.style().drawControl(QtWidgets.QStyle.CE_PushButton, option, painter, self)
         painter.end()

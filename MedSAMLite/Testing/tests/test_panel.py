@@ -116,6 +116,57 @@ else:
         with pytest.raises(AttributeError, match="no signal"):
             gui.ui.volumeSelector.connect("currentNodeChanged(vtkMRMLVolumeNode*)", lambda: None)
 
+    # What PythonQt shows of each class besides its Qt base class (Q_PROPERTY, signals, public slots,
+    # Q_INVOKABLE), read from Slicer's and CTK's headers (2026-08); the stand-ins may model less, never more.
+    HEADER_API = {
+        "ctkCollapsibleButton": {"collapsed", "collapsedHeight", "flat", "contentsFrameShape", "contentsFrameShadow",
+                                 "contentsLineWidth", "contentsMidLineWidth", "buttonTextAlignment", "indicatorAlignment",
+                                 "setCollapsed", "setCollapsedHeight", "setFlat", "setContentsFrameShape",
+                                 "setContentsFrameShadow", "setContentsLineWidth", "setContentsMidLineWidth",
+                                 "setButtonTextAlignment", "setIndicatorAlignment", "contentsCollapsed"},
+        "qMRMLWidget": {"mrmlScene", "setMRMLScene", "mrmlSceneChanged", "preInitializeApplication",
+                        "postInitializeApplication", "pixmapFromIcon"},
+        "qMRMLNodeComboBox": {"currentNodeID", "currentNodeId", "nodeTypes", "showHidden", "showChildNodeTypes",
+                              "hideChildNodeTypes", "baseName", "noneEnabled", "addEnabled", "removeEnabled", "editEnabled",
+                              "renameEnabled", "interactionNodeSingletonTag", "selectNodeUponCreation", "noneDisplay",
+                              "sizeAdjustPolicy", "mrmlScene", "addAttribute", "removeAttribute", "setNodeTypeLabel",
+                              "nodeTypeLabel", "nodeCount", "nodeFromIndex", "currentNode", "sortFilterProxyModel",
+                              "addMenuAction", "setMRMLScene", "setCurrentNode", "setCurrentNodeID", "setCurrentNodeIndex",
+                              "addNode", "removeCurrentNode", "editCurrentNode", "renameCurrentNode", "currentNodeChanged",
+                              "currentNodeIDChanged", "nodeActivated", "nodeAdded", "nodeAddedByUser", "nodeAddedByUserAction",
+                              "nodeAboutToBeRemoved", "currentNodeRenamed", "nodeAboutToBeEdited"},
+        "qMRMLSegmentSelectorWidget": {"noneEnabled", "editEnabled", "segmentationNodeSelectorVisible", "multiSelection",
+                                       "horizontalLayout", "selectNodeUponCreation", "currentNode", "currentNodeID",
+                                       "currentSegmentID", "selectedSegmentIDs", "segmentIDs", "setCurrentNode",
+                                       "setCurrentNodeID", "setCurrentSegmentID", "setSelectedSegmentIDs", "currentNodeChanged",
+                                       "currentSegmentChanged", "segmentSelectionChanged", "nodeAboutToBeEdited"},
+        "qMRMLSegmentEditorWidget": {"mrmlSegmentEditorNode", "setMRMLSegmentEditorNode", "segmentationNode",
+                                     "segmentationNodeID", "setSegmentationNode", "saveStateForUndo", "undo", "redo",
+                                     "undoEnabled", "setUndoEnabled"},
+        "qMRMLSliceWidget": {"mrmlSliceNode", "sliceOrientation", "sliceLogic", "sliceController"},
+        "qSlicerLayoutManager": {"sliceWidget", "sliceViewNames", "threeDWidget", "layout"},
+        "qSlicerScriptedLoadableModuleWidget": {"self", "reload", "enter", "exit", "isEntered"},
+    }
+
+    def test_stand_ins_show_no_method_the_real_classes_lack():
+        for name, api in HEADER_API.items():
+            cls = getattr(slicer_app, name)
+            own, seen = set(), set()
+            for klass in cls.__mro__:
+                if klass.__module__ != "slicer_app":
+                    continue
+                base_api = HEADER_API.get(klass.__name__, set())
+                for attr in vars(klass):
+                    if attr.startswith("_") or attr in ("pythonqt_signals", "pythonqt_slots") or attr in seen:
+                        continue
+                    seen.add(attr)
+                    if not hasattr(pythonqt._qt_base(cls), attr) and attr not in base_api:
+                        own.add(attr)
+            extra = own - api
+            assert not extra, f"{name} shows {sorted(extra)}, which the real class does not"
+            for signature in getattr(cls, "pythonqt_signals", {}):
+                assert signature.split("(")[0] in api | HEADER_API["qMRMLWidget"], signature
+
     def test_removing_any_import_from_the_module_breaks_a_test(tmp_path):
         """Every global name the module file uses must be bound by the file itself (Slicer injects nothing)."""
         source = slicer_app.MODULE_FILE.read_text()
