@@ -35,6 +35,7 @@ test: venv
 bench: venv
 	$(VENV)/bin/medsamlite fetch-weights
 	$(PY) benchmarks/bench_slicer.py
+	$(PY) benchmarks/bench_segment_write.py
 	$(PY) pytorch/benchmarks/bench_encoders.py
 	$(PY) benchmarks/bench_predict.py
 

@@ -86,7 +86,7 @@ def run_3d(logic, scene, roi=None, segment_id=None):
     run = logic.startSegment(scene.volume, roi or scene.roi, scene.segmentation, preset="brain", segmentId=segment_id, mode="3d")
     first = None
     while not logic.poll(run):
-        if first is None and run.written:
+        if first is None and run.writer.written:
             first = time.perf_counter() - t0
         time.sleep(POLL_S)
     return first, time.perf_counter() - t0, run.task.progress.done, run.segmentId

@@ -187,14 +187,46 @@ class SegmentWriter:
         return out
 
     def _set(self, segmentId, extent, voxels):
-        """The segment becomes `voxels` inside the grid `extent`; unchanged outside (MIN clears the
-        segment's own label where voxels are 0, MASK writes it where they are 1)."""
+        """The segment becomes `voxels` inside the grid `extent`; unchanged outside. In place in its
+        labelmap layer when that layer covers the extent (Slicer's documented way for scripts: change
+        the internal labelmap, then signal it modified); otherwise, or where it would cover another
+        segment of a shared layer, through SetBinaryLabelmapToSegment (MIN clears the segment's own
+        label where voxels are 0, MASK writes it where they are 1; Slicer separates layers as needed)."""
+        if self._setInPlace(segmentId, extent, voxels):
+            return
         labelmap = self.grid.image(extent, voxels.astype(np.uint8))
         ok = _LOGIC.SetBinaryLabelmapToSegment(labelmap, self.segmentationNode, segmentId, _LOGIC.MODE_MERGE_MIN, extent)
         if ok and voxels.any():
             ok = _LOGIC.SetBinaryLabelmapToSegment(labelmap, self.segmentationNode, segmentId, _LOGIC.MODE_MERGE_MASK, extent)
         if not ok:
             raise SegmentWriteError(f"writing segment '{segmentId}' failed")
+
+    def _setInPlace(self, segmentId, extent, voxels):
+        segment = self.segmentation.GetSegment(segmentId)
+        layer = segment.GetRepresentation(BINARY) if segment is not None else None
+        if layer is None or not _valid(layer.GetExtent()) or not self.grid.sameGeometry(layer):
+            return False
+        have = layer.GetExtent()
+        if _intersect(extent, have) != tuple(extent):
+            return False
+        scalars = layer.GetPointData().GetScalars()
+        values = numpy_support.vtk_to_numpy(scalars)
+        label = segment.GetLabelValue()
+        if values.dtype.kind not in "iu" or label > np.iinfo(values.dtype).max:
+            return False
+        view = values.reshape(_shape(have))[_slices(extent, have)]  # VTK's memory: written in place
+        voxels = np.asarray(voxels) > 0
+        mine = view == label
+        add = voxels & ~mine
+        if (add & (view != 0)).any():
+            return False
+        remove = mine & ~voxels
+        if add.any() or remove.any():
+            view[remove] = 0
+            view[add] = label
+            scalars.Modified()
+            layer.Modified()  # the segmentation invalidates derived representations and tells the views
+        return True
 
     def _remember(self, segmentId, extent):
         """Keep the segment's voxels over `extent` as they were before this run (once per voxel)."""
@@ -273,8 +305,13 @@ class SegmentWriter:
             if scene is not None and scene.GetUndoFlag():  # the user turned scene undo on
                 self.segmentationNode.UndoEnabledOn()
                 scene.SaveStateForUndo()
-        if self.segmentId is None:
-            self.segmentId = self.segmentation.AddEmptySegment("", self.name)
+        if self.segmentId is None:  # in a layer of its own (AddEmptySegment would share the first
+            segment = slicer.vtkSegment()  # layer, and the first write over another segment would copy it)
+            segment.SetName(self.name)
+            segmentId = self.segmentation.GenerateUniqueSegmentID("")
+            if not self.segmentation.AddSegment(segment, segmentId):
+                raise SegmentWriteError(f"could not add a segment to '{self.segmentationNode.GetName()}'")
+            self.segmentId = segmentId
             self.created = True
         self.written = True
 

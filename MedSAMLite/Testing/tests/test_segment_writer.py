@@ -261,3 +261,22 @@ def test_the_undo_hook_is_called_once_per_run_before_the_first_change(scene):
     for k in range(3):
         _write(writer, _box(k, slice(2, 6), slice(2, 6)), k, k)
     assert seen == [1]
+
+
+def test_scene_undo_when_the_user_turned_it_on_also_for_writes_in_place(scene):
+    """The target's layer covers the written extent, so the write changes it in place: the scene's
+    undo state must still hold the voxels from before."""
+    volume = _volume()
+    target = _box(slice(0, 12), slice(0, 30), slice(0, 40)) & ~_box(slice(0, 12), slice(10, 20), slice(10, 20))
+    segmentation, ids = _segmentation(volume, target=target)
+    scene.SetUndoOn()
+    try:
+        writer = SegmentWriter(segmentation, ids["target"], volume)
+        assert writer._setInPlace(ids["target"], (0, 0, 0, 0, 0, 0), np.ones((1, 1, 1), bool))  # the path under test
+        writer.write((0, 39, 0, 29, 5, 5), np.zeros((1, 30, 40), np.uint8))
+        assert not _read(segmentation, ids["target"], volume)[5].any()
+        scene.Undo()
+        np.testing.assert_array_equal(_read(segmentation, ids["target"], volume), target)
+        assert scene.GetNumberOfUndoLevels() == 0
+    finally:
+        scene.SetUndoOff()
