@@ -27,6 +27,7 @@ COMPACT = REPO / "MedSAMLite" / "Testing" / "Data" / "reference"
 FULL = Path(os.environ["MEDSAMLITE_REFERENCE"]) if os.environ.get("MEDSAMLITE_REFERENCE") else None
 NAMES = ["lite_medsam", "medficient_l0", "medficient_l1", "medficient_l2", "repvit_medsam_m11", "medsam_vit_b"]
 GOLDENS = [*NAMES, "lite_medsam_real", "repvit_medsam_m11_fused"]
+KEY_LISTS = [*NAMES, "repvit_medsam_m11_fused"]
 BOX_256 = np.array([60, 70, 180, 200], dtype=np.float32)
 # What the compact set keeps of the two big arrays: every 32nd embedding channel (8 of 256, all
 # positions) and every 4th logits row (64 of 256, whole rows). Every other array is kept whole.
@@ -149,7 +150,7 @@ def make_compact(full: Path, out: Path = COMPACT) -> None:
     import cv2
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in NAMES:
+    for name in KEY_LISTS:
         shutil.copyfile(full / f"{name}.keys.tsv", out / f"{name}.keys.tsv")
     for size in (256, 512, 1024):
         image = np.load(full / f"image_{size}.npy")

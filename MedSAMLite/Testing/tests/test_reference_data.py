@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from reference import COMPACT, FULL, GOLDENS, KEPT, NAMES, compact_golden, compact_image, requires_full_reference
+from reference import COMPACT, FULL, GOLDENS, KEPT, KEY_LISTS, compact_golden, compact_image, requires_full_reference
 
 pytestmark = requires_full_reference
 
@@ -32,6 +32,6 @@ def test_images_equal_the_whole_set(size):
     assert np.array_equal(compact_image(size), np.load(FULL / f"image_{size}.npy"))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", KEY_LISTS)
 def test_key_lists_equal_the_whole_set(name):
     assert (COMPACT / f"{name}.keys.tsv").read_bytes() == (FULL / f"{name}.keys.tsv").read_bytes()
