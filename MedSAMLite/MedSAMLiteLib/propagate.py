@@ -3,8 +3,8 @@
 `segment_3d` visits the volume slice by slice: an up sweep in ascending z for every object's
 middle..top range, then a down sweep in descending z. Each slice is embedded once (through the
 caller's `embed`, normally the segmenter's cache) and all objects that need it are decoded
-together; masks are the same as the official per-object loop (`segment_3d_official`), which the
-benchmark and the tests compare against. `backend` is anything with `profile`, `encode`, `decode`.
+together; masks are the same as the official per-object loop
+(`object_propagation.segment_3d_official`), which the benchmark and the tests compare against. `backend` is anything with `profile`, `encode`, `decode`.
 """
 from __future__ import annotations
 
@@ -164,11 +164,3 @@ def count_slice_steps(volume_shape: tuple[int, ...], boxes: np.ndarray, profile:
     up = {z for o in objects for z in range(o.z_mid, o.z_up_end + 1)}
     down = {z for o in objects for z in range(o.z_lo, o.z_mid)}
     return len(up) + len(down)
-
-
-def segment_3d_official(engine, volume: np.ndarray, boxes: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-    """The published order: every object on its own, every slice encoded again, one box per call
-    (zoom's object-by-object loop with every box on the whole slice and no embedding reuse)."""
-    from .zoom import NEVER, segment_3d as by_object
-
-    return by_object(engine, volume, boxes, NEVER, lambda z, window: engine.encode(preprocess(volume[z], engine.profile)[0]), progress)

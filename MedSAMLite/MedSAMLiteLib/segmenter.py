@@ -18,7 +18,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from . import propagate, zoom as zooming
+from . import object_propagation, propagate, zoom as zooming
 from .embedding_cache import EmbeddingCache
 from .preprocess import preprocess
 from .zoom import Window, ZoomRule
@@ -116,11 +116,11 @@ class Segmenter:
         """Many 3D boxes (N, 6) -> label map (D, H, W) uint16, slice-ordered, each slice embedded once
         (zoomed: object by object, each crop embedded once)."""
         if self.zoom is not None:
-            return zooming.segment_3d(self.backend, self.image, boxes, self.zoom, self.embedding, progress, stop_after_empty)
+            return object_propagation.segment_3d(self.backend, self.image, boxes, self.zoom, self.embedding, progress, stop_after_empty)
         return propagate.segment_3d(self.backend, self.image, boxes, self.embedding, progress, stop_after_empty)
 
     def slice_steps(self, boxes: np.ndarray) -> int:
         """How many slices label_3d visits for these boxes (for a progress bar)."""
         if self.zoom is not None:
-            return zooming.count_slice_steps(self.image.shape, boxes, self.profile.propagation)
+            return object_propagation.count_slice_steps(self.image.shape, boxes, self.profile.propagation)
         return propagate.count_slice_steps(self.image.shape, boxes, self.profile)

@@ -4,8 +4,8 @@ The published pipelines resize the whole slice to the network's input, so a stru
 percent of the slice wide covers a few input pixels. Zoom cuts a square window around the box
 (the box plus a margin of context, at least `min_size` pixels), runs the backend's usual
 preprocessing on the crop, decodes, and pastes the mask back; boxes too large for zooming to pay
-use the whole slice. In 3D each object is propagated on its own, each slice's window following the
-box of the previous slice's mask, with the backend's next-box rule applied in the window's frame.
+use the whole slice. In 3D each object is propagated on its own (object_propagation.py), each slice's
+window following the box of the previous slice's mask.
 Same weights, any backend (everything size-dependent comes from the profile). docs/zoom.md tells
 how the defaults were chosen.
 """
@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .preprocess import Geometry, logits_to_masks, map_boxes, mask_bbox
-from .propagate import DECODE_CHUNK, Progress, _plan, _write_labels, next_prompt
+from .preprocess import Geometry, logits_to_masks, map_boxes
+from .propagate import DECODE_CHUNK, _write_labels
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ class ZoomRule:
 NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice: the published pipeline
 
 EmbedWindow = Callable[[Window], np.ndarray]  # a window of the slice -> its image embedding
-EmbedSliceWindow = Callable[[int, Window], np.ndarray]  # (slice, window) -> embedding
 
 
 def object_masks(engine, image: np.ndarray, boxes: np.ndarray, rule: ZoomRule, embed: EmbedWindow) -> np.ndarray:
@@ -125,48 +124,3 @@ def segment_2d(engine, image: np.ndarray, boxes: np.ndarray, rule: ZoomRule, emb
     masks = object_masks(engine, image, boxes, rule, embed)
     _write_labels(segs, masks, list(range(1, len(masks) + 1)))
     return segs
-
-
-def segment_3d(
-    engine, volume: np.ndarray, boxes: np.ndarray, rule: ZoomRule, embed: EmbedSliceWindow, progress: Progress | None = None,
-    stop_after_empty: int = 0,
-) -> np.ndarray:
-    """Volume (D, H, W[, 3]), boxes (N, 6) -> label map (D, H, W) uint16: each object from its
-    middle slice up, then down, every slice in a window around the previous slice's mask box.
-    With a rule that never zooms this is exactly the published propagation; `stop_after_empty`
-    as in propagate.segment_3d."""
-    profile = engine.profile
-    depth, height, width = volume.shape[:3]
-    segs = np.zeros((depth, height, width), dtype=np.uint16)
-    for label, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 6), start=1):
-        obj = _plan(box, label, depth, profile.propagation)
-        mid_mask = None
-        for zs in (range(obj.z_mid, obj.z_up_end + 1), range(obj.z_mid - 1, obj.z_lo - 1, -1)):
-            previous, obj.empty_run = mid_mask, 0
-            for z in zs:
-                if obj.stopped(stop_after_empty):
-                    break
-                bbox = mask_bbox(previous) if previous is not None else None
-                window = rule.window(obj.box if bbox is None else bbox, height, width) or Window.whole(height, width)
-                geom = window.geometry(profile.image_size)
-                start_box = window.to_window(obj.box)[0]
-                if previous is None:
-                    prompt = map_boxes(start_box[None], geom)[0]
-                else:
-                    prompt = next_prompt(window.crop(previous), label, start_box, geom, profile.propagation)
-                logits = engine.decode(embed(z, window), prompt[None])
-                mask = window.paste(logits_to_masks(logits, geom, profile), height, width)[0]
-                _write_labels(segs[z], mask[None], [label])
-                previous = mask
-                obj.empty_run = 0 if mask.any() else obj.empty_run + 1
-                if z == obj.z_mid:
-                    mid_mask = mask
-                if progress:
-                    progress(1)
-    return segs
-
-
-def count_slice_steps(volume_shape: tuple[int, ...], boxes: np.ndarray, propagation: str) -> int:
-    """How many (object, slice) steps `segment_3d` takes (for a progress bar)."""
-    objects = [_plan(b, i, volume_shape[0], propagation) for i, b in enumerate(boxes, start=1)]
-    return sum(o.z_up_end - o.z_lo + 1 for o in objects)

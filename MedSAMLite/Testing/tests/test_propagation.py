@@ -6,7 +6,8 @@ import pytest
 
 from MedSAMLiteLib.backends import BackendStats
 from MedSAMLiteLib.embedding_cache import EmbeddingCache
-from MedSAMLiteLib.propagate import count_slice_steps, segment_2d, segment_3d, segment_3d_official
+from MedSAMLiteLib.object_propagation import segment_3d_official
+from MedSAMLiteLib.propagate import count_slice_steps, segment_2d, segment_3d
 from MedSAMLiteLib.profiles import PROFILES
 from MedSAMLiteLib.segmenter import Segmenter
 

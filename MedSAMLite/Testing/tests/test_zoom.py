@@ -9,7 +9,8 @@ from MedSAMLiteLib.embedding_cache import EmbeddingCache
 from MedSAMLiteLib.headless import cli
 from MedSAMLiteLib.preprocess import preprocess
 from MedSAMLiteLib.segmenter import Segmenter
-from MedSAMLiteLib.zoom import Window, ZoomRule, segment_3d as zoom_segment_3d
+from MedSAMLiteLib.object_propagation import segment_3d as by_object_3d
+from MedSAMLiteLib.zoom import Window, ZoomRule
 
 RULE = ZoomRule(margin=0.5, min_size=64, max_box_fraction=0.4)
 NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice (as zoom.NEVER)
@@ -59,7 +60,7 @@ def test_zoom_loop_without_zooming_is_the_published_propagation(profile):
     boxes = np.array([[30, 40, 1, 120, 150, 8], [100, 20, 3, 200, 90, 9]])
     expected = propagate.segment_3d(BoxEngine(profile), volume, boxes)
     engine = BoxEngine(profile)
-    got = zoom_segment_3d(engine, volume, boxes, NEVER, lambda z, w: engine.encode(preprocess(w.crop(volume[z]), profile)[0]))
+    got = by_object_3d(engine, volume, boxes, NEVER, lambda z, w: engine.encode(preprocess(w.crop(volume[z]), profile)[0]))
     np.testing.assert_array_equal(got, expected)
 
 
