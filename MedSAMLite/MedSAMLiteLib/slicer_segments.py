@@ -99,9 +99,10 @@ class LabelmapGrid:
         return image
 
     def sameGeometry(self, image) -> bool:
+        """True when `image` lies on this grid (its voxels are this grid's voxels, within 1e-4 voxel)."""
         m = vtk.vtkMatrix4x4()
         image.GetImageToWorldMatrix(m)
-        return np.allclose(_matrix(m), self.matrix, atol=1e-4 * max(1.0, np.abs(self.matrix[:3, :3]).max()))
+        return np.allclose(np.linalg.solve(self.matrix, _matrix(m)), np.eye(4), atol=1e-4)
 
     def fromVolume(self, extent, array):
         """(grid extent, array on the grid, covered) for `array` over the volume's `extent`: the voxels
@@ -353,7 +354,9 @@ class SegmentWriter:
     # -- putting back -----------------------------------------------------------------------------------
     def restore(self):
         """Every segment this run touched back as it was; a segment it created is removed."""
-        for segmentId, (extent, voxels) in self._before.items():
+        # the target first: its voxels leave before overwritten segments get theirs back (in place)
+        for segmentId in sorted(self._before, key=lambda s: s != self.segmentId):
+            extent, voxels = self._before[segmentId]
             if self.created and segmentId == self.segmentId:
                 continue
             if self.segmentation.GetSegment(segmentId) is not None:
@@ -370,7 +373,7 @@ class SegmentWriter:
 
     def undoable(self) -> bool:
         """True when the segments are still as this run left them."""
-        if self._after is None:
+        if self._after is None or self.segmentationNode.GetScene() is None:
             return False
         for segmentId, after in self._after.items():
             if self.segmentation.GetSegment(segmentId) is None:
