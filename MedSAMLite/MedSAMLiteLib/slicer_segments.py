@@ -3,9 +3,12 @@
 The one part of MedSAMLiteLib that imports slicer and vtk: the Logic imports it lazily, the headless
 core never does. Work here is sized by the written extent, never by the volume: segments are read as
 numpy views of their labelmap layer (or resampled over the extent when the grids differ), and written
-with extent-limited labelmaps through `vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`
-(MIN to clear, MASK to fill), the calls the Segment Editor's effects use. No temporary labelmap node,
-no whole-volume array.
+in place in that layer where it covers the extent (then the layer is marked modified, as Slicer's
+`arrayFromSegmentInternalBinaryLabelmap` documents), otherwise with extent-limited labelmaps through
+`vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment` (MIN to clear, MASK to fill), the calls
+the Segment Editor's effects use. No temporary labelmap node, no whole-volume array. One cost is
+Slicer's and sized by a layer: a result that must overlap another segment of the target's shared
+layer makes Slicer move the target into a layer of its own (once per segment).
 
 Coordinates: extents and arrays are in the volume's IJK grid, (i0, i1, j0, j1, k0, k1) inclusive and
 arrays in (k, j, i) order like `slicer.util.arrayFromVolume`. They are mapped into the segmentation's
