@@ -280,3 +280,30 @@ def test_scene_undo_when_the_user_turned_it_on_also_for_writes_in_place(scene):
         assert scene.GetNumberOfUndoLevels() == 0
     finally:
         scene.SetUndoOff()
+
+
+def test_a_segment_stored_on_a_coarser_grid_is_read_and_written_through_resampling(scene):
+    """The target was made on a volume with twice the spacing: its layer is on that grid, not on the
+    segmentation's reference grid. Outside the written slices it must read as before; inside, the new voxels."""
+    volume = _volume()
+    coarse = slicer.util.addVolumeFromArray(np.zeros((6, 15, 20), np.int16))
+    coarse.SetSpacing(2.0, 2.0, 2.0)
+    coarse.SetOrigin(0.5, 0.5, 0.5)  # voxel centres of the coarse grid between fine voxels' edges
+    segmentation, _ = _segmentation(volume)
+    target = segmentation.GetSegmentation().AddEmptySegment("", "coarse")
+    old = np.zeros((6, 15, 20), np.uint8)
+    old[1:5, 2:12, 3:15] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(old, segmentation, target, coarse)
+    writer = SegmentWriter(segmentation, target, volume)
+    layer = segmentation.GetSegmentation().GetSegment(target).GetRepresentation("Binary labelmap")
+    assert not writer.grid.sameGeometry(layer)
+    before = _read(segmentation, target, volume)
+    assert before.any()
+    np.testing.assert_array_equal(writer.read(target, (0, 39, 0, 29, 0, 11)), before)
+    new = _box(slice(0, 12), slice(3, 7), slice(20, 30))
+    _write(writer, new, 5, 6)
+    expected = before.copy()
+    expected[5:7] = new[5:7]
+    np.testing.assert_array_equal(_read(segmentation, target, volume), expected)
+    writer.restore()
+    np.testing.assert_array_equal(_read(segmentation, target, volume), before)
