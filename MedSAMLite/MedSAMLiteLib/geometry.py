@@ -135,13 +135,18 @@ class Geometry:
         points = np.atleast_2d(np.asarray(points, dtype=float))
         return (np.linalg.inv(self.affine) @ np.c_[points, np.ones(len(points))].T).T[:, : self.ndim]
 
-    def from_source_array(self, source: np.ndarray) -> np.ndarray:
-        """Array as SimpleITK returns it (numpy order k,j,i[,channels]) -> canonical (D,H,W[,channels])."""
+    def canonical_view(self, source: np.ndarray) -> np.ndarray:
+        """Array as SimpleITK returns it (numpy order k,j,i[,channels]) -> canonical (D,H,W[,channels]),
+        a view (no copy): the engine reads single slices of a whole volume through it."""
         n = self.ndim
         axes = [self._source_axis(b) for b in range(n)]
         out = np.transpose(source, [n - 1 - a for a, _ in axes] + list(range(n, source.ndim)))
         flips = [b for b, (_, flip) in enumerate(axes) if flip]
-        return np.ascontiguousarray(np.flip(out, flips) if flips else out)
+        return np.flip(out, flips) if flips else out
+
+    def from_source_array(self, source: np.ndarray) -> np.ndarray:
+        """canonical_view as a contiguous copy."""
+        return np.ascontiguousarray(self.canonical_view(source))
 
     def to_source_array(self, canonical: np.ndarray) -> np.ndarray:
         """Inverse of from_source_array: canonical (D,H,W) -> SimpleITK numpy order (k,j,i)."""

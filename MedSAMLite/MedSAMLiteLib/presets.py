@@ -57,16 +57,30 @@ def _scaled(array: np.ndarray, lo: float, hi: float, keep_zeros: bool = False) -
     return out
 
 
-def percentile_clip(array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
-    """Clip to the given percentiles of the non-zero values, scale to 0..255 (zeros stay 0), truncate."""
+def percentile_range(array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float] | None:
+    """The given percentiles of the non-zero values (None when there are none): the MR preset's range,
+    found once per volume so that slices can be scaled one at a time."""
     foreground = array[array != 0]
     if foreground.size == 0:
+        return None
+    lo, hi = np.percentile(foreground, percentiles)
+    return float(lo), float(hi)
+
+
+def clip_range(array: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
+    """Clip to `bounds` (percentile_range's), scale to 0..255 (zeros stay 0), truncate; a constant
+    foreground shows white, no foreground black."""
+    if bounds is None:
         return np.zeros(array.shape, dtype=np.uint8)
-    lo, hi = np.percentile(foreground.astype(np.float64), percentiles)
-    del foreground
-    if hi <= lo:  # a constant foreground: show it as white
+    lo, hi = bounds
+    if hi <= lo:
         return np.where(array != 0, np.uint8(255), np.uint8(0))
     return _scaled(array, lo, hi, keep_zeros=True)
+
+
+def percentile_clip(array: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """Clip to the given percentiles of the non-zero values, scale to 0..255 (zeros stay 0), truncate."""
+    return clip_range(array, percentile_range(array, percentiles))
 
 
 def parse_window(text: str) -> tuple[float, float]:

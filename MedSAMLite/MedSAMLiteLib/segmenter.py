@@ -52,13 +52,15 @@ class Segmenter:
                 getattr(self.backend, "identity", ""))
 
     def set_image(self, slices: np.ndarray, key: Hashable | None = None) -> None:
-        """Use `slices` ((D, H, W) or (D, H, W, 3) uint8) from now on. `key` names the image for the
+        """Use `slices` ((D, H, W) or (D, H, W, 3) uint8; or an object with that shape and dtype whose
+        `[z]` makes slice z on demand, as the engine's) from now on. `key` names the image for the
         cache (identity, modification time, slice axis, preset); without one the image gets a
         fresh key, so nothing cached for another image is ever used."""
-        slices = np.asarray(slices)
+        if not (hasattr(slices, "shape") and hasattr(slices, "dtype")):
+            slices = np.asarray(slices)
         if slices.dtype != np.uint8:
             raise ValueError(f"slices must be uint8 (apply a preset first), got {slices.dtype}")
-        if not (slices.ndim == 3 or (slices.ndim == 4 and slices.shape[3] == 3)):
+        if not (len(slices.shape) == 3 or (len(slices.shape) == 4 and slices.shape[3] == 3)):
             raise ValueError(f"slices must be (D, H, W) or (D, H, W, 3), got shape {slices.shape}")
         if min(slices.shape[:3]) == 0:
             raise ValueError(f"empty image of shape {slices.shape}")

@@ -212,22 +212,41 @@ def test_2d_roi_replaces_only_its_slice_and_other_segments_are_untouched(base, l
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
 
 
-def test_rgb_2d_image(scene, logic):
+def test_rgb_and_rgba_2d_images(scene, logic):
+    """RGB images are used as they are; RGBA ones lose their alpha (a varying alpha must not matter)."""
     from MedSAMLiteLib.headless.samples import coins_case
 
     case = coins_case()
     rgb = np.repeat(case["imgs"][None, :, :, None], 3, axis=-1)  # (1, H, W, 3)
-    volume = slicer.util.addVolumeFromArray(rgb, nodeClassName="vtkMRMLVectorVolumeNode")
+    alpha = np.random.default_rng(0).integers(0, 256, rgb.shape[:3] + (1,), dtype=np.uint8)
     label = 5
     x0, y0, x1, y1 = case["boxes"][label - 1]
-    ijk_to_ras = _ijk_to_ras(volume)
-    corners = (ijk_to_ras @ np.array([[x0, y0, 0, 1.0], [x1, y1, 0, 1.0]]).T).T[:, :3]
-    roi = _roi(corners.mean(axis=0), np.abs(corners[1] - corners[0]) + [0, 0, 0])
-    segmentation = _segmentation()
-    segment_id = logic.segment(volume, roi, segmentation)
-    result = _result(segmentation, segment_id, volume)[0]
-    assert _dice(result, case["gts"] == label) > 0.85
+    results = []
+    for pixels in (rgb, np.concatenate([rgb, alpha], axis=-1)):
+        volume = slicer.util.addVolumeFromArray(pixels, nodeClassName="vtkMRMLVectorVolumeNode")
+        ijk_to_ras = _ijk_to_ras(volume)
+        corners = (ijk_to_ras @ np.array([[x0, y0, 0, 1.0], [x1, y1, 0, 1.0]]).T).T[:, :3]
+        roi = _roi(corners.mean(axis=0), np.abs(corners[1] - corners[0]) + [0, 0, 0])
+        segmentation = _segmentation()
+        segment_id = logic.segment(volume, roi, segmentation)
+        results.append(_result(segmentation, segment_id, volume)[0])
+    assert _dice(results[0], case["gts"] == label) > 0.85
+    np.testing.assert_array_equal(results[1], results[0])
     assert "MedSAMLite litemedsam" == segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+
+
+def test_a_constant_volume_with_a_zero_window_is_no_error(scene, logic):
+    volume = slicer.util.addVolumeFromArray(np.full((4, 40, 40), 70, np.int16))
+    volume.CreateDefaultDisplayNodes()
+    display = volume.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(0.0, 70.0)
+    assert display.GetWindow() == 0.0
+    roi = _roi([20.0, 20.0, 1.0], [20.0, 20.0, 0.0])
+    segmentation = _segmentation()
+    segment_id = logic.segment(volume, roi, segmentation)  # auto preset: the display window
+    assert segmentation.GetSegmentation().GetSegment(segment_id) is not None
+    assert "2D" in logic.lastStatus
 
 
 def test_bad_inputs_give_one_line_errors_and_change_nothing(base, logic):
@@ -251,4 +270,10 @@ def test_bad_inputs_give_one_line_errors_and_change_nothing(base, logic):
     fails("empty", volume, _roi(roi.GetCenter(), [0, 0, 0]), segmentation)
     two = slicer.util.addVolumeFromArray(np.zeros((3, 10, 10, 2), np.uint8), nodeClassName="vtkMRMLVectorVolumeNode")
     fails("4D or multi-channel", two, roi, segmentation)
+    series = vtk.vtkImageData()  # a 4D series loaded as a multi-component scalar volume
+    series.SetDimensions(10, 10, 3)
+    series.AllocateScalars(vtk.VTK_SHORT, 6)
+    frames = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "series")
+    frames.SetAndObserveImageData(series)
+    fails("4D or multi-channel", frames, roi, segmentation)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0

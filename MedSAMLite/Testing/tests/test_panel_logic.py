@@ -1,8 +1,8 @@
-"""What the panel relies on, without Qt: background runs with partial results, cancel, errors, one
+"""What the panel relies on, without Qt: runs in the engine with partial results, cancel, errors, one
 undo step, a second Segment refused, prefetch without stale embeddings, 2D mode on the current
-slice, and the Segment Editor's masking settings (stopping after empty slices: test_propagation.py)."""
+slice, and the Segment Editor's masking settings (stopping after empty slices: test_propagation.py;
+the engine process itself: test_engine.py)."""
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +16,6 @@ MODULE = harness.load_module()
 import slicer  # noqa: E402
 
 TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
-
-
-class GatedLogic(MODULE.MedSAMLiteLogic):
-    """Holds the worker after it published the middle slice, until the test opens the gate."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate = threading.Event()
-        self.published = threading.Event()
-        self.fail_with = None
-
-    def run(self, job, progress=None):
-        def gated(n=1, partial=None):
-            progress(n, partial)
-            if partial is not None:
-                self.published.set()
-                assert self.gate.wait(30)
-            if self.fail_with is not None:
-                raise self.fail_with
-
-        return super().run(job, gated)
 
 
 @pytest.fixture
@@ -72,49 +51,49 @@ def _start(logic, data, **kwargs):
     return logic.startSegment(data["volume"], data["roi"], data["segmentation"], **args)
 
 
+def _first_write(logic, run):
+    """Poll until the run wrote something (3D: the middle slice, always before the rest)."""
+    for _ in range(1200):
+        if logic.poll(run) or run.writer.written:
+            return
+        run.task.wait(0.05)
+    raise AssertionError("nothing written in 60 s")
+
+
 def test_middle_slice_first_then_cancel_restores_the_segment(data):
-    logic = GatedLogic()
+    logic = MODULE.MedSAMLiteLogic()
     run = _start(logic, data)
-    assert logic.published.wait(60)
-    assert logic.poll(run) is False  # the middle slice is written now, the rest is pending
+    _first_write(logic, run)
     partial = _segment_array(data)
     # the middle slice so far; slice 0 holds the segment's earlier content, outside the ROI's slices: kept
     assert np.flatnonzero(partial.any(axis=(1, 2))).tolist() == [0, 6]
     with pytest.raises(MODULE.InputError, match="already running"):
         _start(logic, data)
     run.cancel()
-    logic.gate.set()
-    assert run.task.wait(30)
-    assert logic.poll(run) is True
+    assert logic.poll(run) is True  # over at once: the engine drops the rest
     np.testing.assert_array_equal(_segment_array(data), data["before"])
     assert "cancelled" in logic.lastStatus
 
 
 def test_cancel_of_a_new_segment_removes_it(data):
-    logic = GatedLogic()
+    logic = MODULE.MedSAMLiteLogic()
     run = _start(logic, data, segmentId=None)
-    assert logic.published.wait(60)
-    logic.poll(run)
+    _first_write(logic, run)
     assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 2
     run.cancel()
-    logic.gate.set()
-    run.task.wait(30)
     assert logic.poll(run) is True
     assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 1
 
 
-def test_an_error_in_the_worker_is_one_line_and_the_segment_is_unchanged(data):
-    logic = GatedLogic()
-    logic.fail_with = RuntimeError("the model file is corrupt\nTraceback (most recent call last) ...")
-    run = _start(logic, data)
-    assert logic.published.wait(60)
-    logic.poll(run)
-    logic.gate.set()
-    run.task.wait(30)
-    with pytest.raises(MODULE.InputError, match=r"^segmentation failed: the model file is corrupt$"):
+def test_an_error_in_the_engine_is_one_line_and_the_segment_is_unchanged(data):
+    logic = MODULE.MedSAMLiteLogic()
+    run = _start(logic, data, backend="no_such_model")
+    assert run.task.wait(60)
+    with pytest.raises(MODULE.InputError, match=r"^segmentation failed: unknown backend 'no_such_model'; choose one of [^\n]*$"):
         logic.poll(run)
     np.testing.assert_array_equal(_segment_array(data), data["before"])
-    _start(logic, data, mode="2d").task.wait(60)  # the Logic is free for the next Segment
+    run = _start(logic, data, mode="2d")  # the Logic is free for the next Segment
+    assert run.task.wait(60) and logic.poll(run)
 
 
 def test_one_segment_is_one_undo_step(data, scene):
@@ -136,25 +115,28 @@ def test_undo_hook_is_called_once_per_segment(data):
     assert calls == [1]
 
 
+def _encoder_calls(logic):
+    return logic.engine().call("stats", backend="litemedsam")["backend"]["encoder_calls"]
+
+
 def test_prefetch_then_segment_encodes_nothing_and_a_changed_volume_is_never_stale(data):
     logic = MODULE.MedSAMLiteLogic()
+    logic.engine().call("embeddings", clear=True)
     task = logic.startPrefetch(data["volume"], data["roi"], preset="brain")
     assert task.wait(120) and task.state == task.DONE and task.progress.done == 7
-    backend = logic.segmenter().backend
-    calls = backend.stats.encoder_calls
+    calls = _encoder_calls(logic)
     logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
-    assert backend.stats.encoder_calls == calls
+    assert _encoder_calls(logic) == calls
     first = _segment_array(data)
-    # change the voxels (a filter ran): the same Logic must not use the old embeddings
+    # change the voxels (a filter ran): the engine must not use the old embeddings
     array = slicer.util.arrayFromVolume(data["volume"])
     array[:] = np.where(array > 0, array // 2, array)
     slicer.util.arrayFromVolumeModified(data["volume"])
     logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], emptySliceLimit=0)
-    assert backend.stats.encoder_calls == calls + 7
+    assert _encoder_calls(logic) == calls + 7
     changed = _segment_array(data)
-    fresh = MODULE.MedSAMLiteLogic()
-    fresh._cache = None
-    fresh_segment = fresh.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", emptySliceLimit=0)
+    logic.engine().call("embeddings", clear=True)
+    fresh_segment = MODULE.MedSAMLiteLogic().segment(data["volume"], data["roi"], data["segmentation"], preset="brain", emptySliceLimit=0)
     # the target keeps its earlier content outside the ROI's slices (slice 0); the new segment has none
     np.testing.assert_array_equal(changed, _segment_array(data, fresh_segment) | data["before"])
     assert not np.array_equal(first, changed)
@@ -209,16 +191,13 @@ def test_cancel_in_overwrite_mode_restores_the_segments_a_partial_result_erased(
     slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
     editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
     editor.SetOverwriteMode(editor.OverwriteAllSegments)
-    logic = GatedLogic()
+    logic = MODULE.MedSAMLiteLogic()
     logic.editorNode = editor
     run = _start(logic, data)
-    assert logic.published.wait(60)
-    assert logic.poll(run) is False
+    _first_write(logic, run)
     erased = other_mask.astype(bool) & ~_segment_array(data, other).astype(bool)
     assert np.flatnonzero(erased.any(axis=(1, 2))).tolist() == [6], "the middle slice took voxels of the other segment"
     run.cancel()
-    logic.gate.set()
-    assert run.task.wait(30)
     assert logic.poll(run) is True
     np.testing.assert_array_equal(_segment_array(data, other), other_mask)
     np.testing.assert_array_equal(_segment_array(data), data["before"])

@@ -1,0 +1,343 @@
+"""The engine: MedSAMLite's computing process, a child of Slicer (engine_client.py starts and talks to it).
+
+Everything heavy runs here, never in Slicer's process: OpenVINO and the converted models, conversion,
+downloads, hashing, presets, reorientation to canonical slices, embeddings (with their cache) and
+prefetch. Slicer puts a volume's raw voxels into shared memory once per volume state; the engine reads
+the slices it needs through a canonical view of them and applies the preset slice by slice, so no
+whole-volume copy is made on either side. Masks go back as crops around the result.
+
+Two threads: a reader takes messages off the connection (a Cancel is seen at once, even while a slice
+is being encoded) and queues requests; the main thread serves them one at a time. A Cancel stops a
+segmentation or prefetch at its next slice; during a model load, conversion or download, which cannot
+stop half-way, the engine exits (Slicer starts a new one when needed).
+
+Messages in: ("volume", key, shm name, shape, dtype), ("drop", key), ("cancel", id), (op, id, args).
+Messages out: ("stage", id, text, interruptible), ("progress", id, n), ("partial", id, (crop, origin)),
+("done", id, result), ("failed", id, one line), ("cancelled", id).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from multiprocessing import shared_memory
+from multiprocessing.connection import Client
+
+import numpy as np
+
+
+class Cancelled(Exception):
+    """Raised at the next step of a job whose Cancel arrived."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Open Slicer's shared memory without adopting it: Slicer owns it and frees it."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        shm = shared_memory.SharedMemory(name=name)
+        if os.name == "posix":  # else this process's resource tracker would unlink it at exit
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
+        return shm
+
+
+def crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(the smallest box of `mask` (D, H, W) holding all its voxels, its origin (z, y, x)); an empty
+    mask gives an empty crop at the origin."""
+    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(s.size == 0 for s in spans):
+        return np.zeros((0, 0, 0), dtype=bool), (0, 0, 0)
+    lo, hi = [int(s[0]) for s in spans], [int(s[-1]) + 1 for s in spans]
+    return np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=bool), tuple(lo)
+
+
+class Slices:
+    """The segmenter's image, (D, H, W) or (D, H, W, 3) uint8, made slice by slice on demand from the raw
+    volume (a canonical view of shared memory) with the preset: window (width, level), "mr" (the
+    volume's foreground percentiles, found once) or "none" (8-bit data as stored). RGBA loses alpha."""
+
+    KEEP = 4  # slices kept made (a 3D step reads its slice more than once)
+
+    def __init__(self, raw: np.ndarray, geometry, preset: str, window: tuple[float, float] | None) -> None:
+        from . import presets
+
+        view = geometry.canonical_view(raw)
+        if view.ndim == 4:
+            view = view[..., :3]
+        self.view, self.shape, self.dtype = view, view.shape, np.dtype(np.uint8)
+        if window is not None or preset in presets.CT_WINDOWS:
+            width, level = window if window is not None else presets.CT_WINDOWS[preset]
+            self._make = lambda s: presets.window(s, width, level)
+        elif preset == "mr":
+            bounds = presets.percentile_range(raw)
+            self._make = lambda s: presets.clip_range(s, bounds)
+        elif raw.dtype == np.uint8:
+            self._make = np.asarray
+        else:
+            raise ValueError(f"preset 'none' needs 8-bit data; the volume is {raw.dtype}")
+        self._made: OrderedDict = OrderedDict()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z) -> np.ndarray:
+        z = int(z)
+        if z not in self._made:
+            self._made[z] = np.ascontiguousarray(self._make(self.view[z]), dtype=np.uint8)
+            while len(self._made) > self.KEEP:
+                self._made.popitem(last=False)
+        self._made.move_to_end(z)
+        return self._made[z]
+
+
+class Engine:
+    """Serves requests from Slicer on one connection; keeps models, embeddings and volumes between them."""
+
+    def __init__(self, conn) -> None:
+        from .embedding_cache import EmbeddingCache
+
+        self.conn = conn
+        self.inbox: queue.Queue = queue.Queue()
+        self.cancelled: set[int] = set()
+        self.current: int | None = None
+        self.interruptible = True
+        self.volumes: dict = {}  # key -> (shared memory, array)
+        self.images: OrderedDict = OrderedDict()  # image key -> Slices
+        self.backends: dict = {}
+        self.cache = EmbeddingCache()
+        self._send_lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------------------------
+    def send(self, *message) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def read(self) -> None:
+        """Reader thread: cancels act at once; everything else is queued for the main thread."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # Slicer is gone
+            if message[0] == "cancel":
+                self.cancelled.add(message[1])
+                if message[1] == self.current and not self.interruptible:
+                    from .model_store import stop_downloads
+
+                    stop_downloads()
+                    os._exit(0)  # a model load or conversion cannot stop half-way: Slicer starts a new engine
+            else:
+                self.inbox.put(message)
+
+    def serve(self) -> None:
+        threading.Thread(target=self.read, name="MedSAMLite engine reader", daemon=True).start()
+        while True:
+            message = self.inbox.get()
+            op = message[0]
+            if op == "volume":
+                key, name, shape, dtype = message[1:]
+                try:
+                    shm = _attach(name)
+                except OSError:  # freed by Slicer meanwhile: a request that needs it fails with one line
+                    continue
+                self.volumes[key] = (shm, np.ndarray(shape, np.dtype(dtype), buffer=shm.buf))
+            elif op == "drop":
+                self.drop(message[1])
+            else:
+                self.job(op, message[1], message[2])
+
+    def drop(self, key) -> None:
+        self.images = OrderedDict((k, v) for k, v in self.images.items() if k[0] != key)
+        shm, _ = self.volumes.pop(key, (None, None))
+        if shm is not None:
+            shm.close()
+
+    def job(self, op: str, job_id: int, args: dict) -> None:
+        if job_id in self.cancelled:
+            self.cancelled.discard(job_id)
+            self.send("cancelled", job_id)
+            return
+        for key, value in args.pop("env", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.current, self.interruptible = job_id, True
+        try:
+            result = getattr(self, f"do_{op}")(job_id, **args)
+        except Cancelled:
+            self.send("cancelled", job_id)
+        except Exception as e:  # noqa: BLE001 - every failure reaches Slicer as one line
+            traceback.print_exc(file=sys.stderr)
+            self.send("failed", job_id, _one_line(e))
+        else:
+            self.send("done", job_id, result)
+        finally:
+            self.current, self.interruptible = None, True
+            self.cancelled.discard(job_id)
+
+    def stage(self, job_id: int, text: str, interruptible: bool) -> None:
+        self.interruptible = interruptible
+        if interruptible and job_id in self.cancelled:
+            raise Cancelled()
+        self.send("stage", job_id, text, interruptible)
+
+    def progress(self, job_id: int):
+        def report(n: int = 1) -> None:
+            if job_id in self.cancelled:
+                raise Cancelled()
+            if n:
+                self.send("progress", job_id, n)
+
+        return report
+
+    # -- models and images ------------------------------------------------------------------------------------
+    def backend(self, job_id: int, name: str, precision: str = "f32", download: bool = True):
+        from .model_store import load_backend
+
+        key = (name, precision)
+        if key not in self.backends:
+            self.stage(job_id, f"loading {name}", interruptible=False)
+            self.backends[key] = load_backend(name, precision, download=download)
+        return self.backends[key]
+
+    def segmenter(self, job_id: int, name: str, zoom: bool = False, download: bool = True):
+        from .segmenter import Segmenter
+        from .zoom import ZoomRule
+
+        return Segmenter(self.backend(job_id, name, download=download), self.cache, zoom=ZoomRule() if zoom else None)
+
+    def image(self, volume, size, ijk_to_ras, preset, window, image_key) -> Slices:
+        """The Slices of a volume state under a preset (made once; the few most recent kept)."""
+        from .geometry import Geometry
+
+        if image_key not in self.images:
+            if volume not in self.volumes:
+                raise RuntimeError("the volume is not in shared memory")
+            geometry = Geometry.from_ijk_to_ras(size, np.asarray(ijk_to_ras))
+            self.images[image_key] = Slices(self.volumes[volume][1], geometry, preset, window)
+            while len(self.images) > 4:
+                self.images.popitem(last=False)
+        self.images.move_to_end(image_key)
+        return self.images[image_key]
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
+        """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
+        in 3D the middle slice is sent first as a partial result."""
+        from .roi import SliceBox
+
+        segmenter = self.segmenter(job_id, backend, zoom)
+        self.stage(job_id, "segmenting", interruptible=True)
+        segmenter.set_image(self.image(**image), key=image["image_key"])
+        box = SliceBox(*box)
+        progress = self.progress(job_id)
+        t0 = time.perf_counter()
+        if is2d:
+            mask = segmenter.segment_2d(box.z0, box.xy)
+            progress(1)
+            return {"mask": _shift(crop(mask[None]), box.z0),
+                    "status": f"{backend} 2D: {time.perf_counter() - t0:.2f} s"}
+        middle = segmenter.middle_slice(box.xyz)
+        self.send("partial", job_id, _shift(crop(segmenter.segment_2d(middle, box.xy)[None]), middle))
+        visited = []
+
+        def counted(n=1):
+            visited.append(n)
+            progress(n)
+
+        mask = segmenter.segment_3d(box.xyz, progress=counted, stop_after_empty=emptySliceLimit)
+        return {"mask": crop(mask), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"}
+
+    def do_prefetch(self, job_id, backend, image, slices):
+        """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;
+        never downloads or converts (the Logic asks only when the model is ready)."""
+        segmenter = self.segmenter(job_id, backend, download=False)
+        self.stage(job_id, "prefetching", interruptible=True)
+        segmenter.set_image(self.image(**image), key=image["image_key"])
+        progress = self.progress(job_id)
+        for z in slices:
+            progress(0)
+            segmenter.embedding(z)
+            progress(1)
+        return len(slices)
+
+    def do_download(self, job_id, name):
+        from .model_store import fetch_weights
+
+        self.stage(job_id, f"downloading the {name} weights", interruptible=False)
+        return str(fetch_weights(name))
+
+    def do_import(self, job_id, name, path):
+        from .model_store import import_checkpoint
+
+        self.stage(job_id, "importing the checkpoint", interruptible=False)
+        self.backends = {k: v for k, v in self.backends.items() if k[0] != name}
+        return str(import_checkpoint(name, path))
+
+    def do_clear_cache(self, job_id, weights=False):
+        from .model_store import clear_cache
+
+        self.backends.clear()  # compiled models map their files (Windows cannot delete them while open)
+        clear_cache(weights)
+
+    def do_embeddings(self, job_id, clear=False, max_bytes=None):
+        """The embedding cache: cleared and/or resized; returns its state (benchmarks, tests)."""
+        if clear:
+            self.cache.clear()
+        if max_bytes is not None:
+            self.cache.resize(max_bytes)
+        return {"bytes": self.cache.nbytes, "count": len(self.cache), "max_bytes": self.cache.max_bytes}
+
+    def do_stats(self, job_id, backend):
+        """Call counts and seconds of a loaded backend (None if not loaded), and this process's peak RSS."""
+        from dataclasses import asdict
+
+        loaded = self.backends.get((backend, "f32"))
+        return {"backend": asdict(loaded.stats) if loaded is not None else None, "peak_rss_mib": _peak_rss_mib(),
+                "pid": os.getpid()}
+
+
+def _shift(cropped, z: int):
+    """A crop of a one-slice mask (1, H, W) placed at slice z."""
+    mask, (dz, y, x) = cropped
+    return mask, (z + dz, y, x)
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    except ImportError:
+        return None
+
+
+def main() -> None:
+    """Entry point (engine_client starts `python -c ...main()`): connect back to Slicer, then serve."""
+    hello = json.loads(sys.stdin.readline())
+    conn = Client(hello["address"], authkey=bytes.fromhex(hello["authkey"]))
+    Engine(conn).serve()
