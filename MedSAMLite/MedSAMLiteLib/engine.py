@@ -9,9 +9,10 @@ whole-volume copy is made on either side. Masks go back as crops around the resu
 Two threads: a reader takes messages off the connection (a Cancel is seen at once, even while a slice
 is being encoded) and queues requests; the main thread serves them one at a time. A Cancel stops a
 segmentation or prefetch at its next slice; during a model load, conversion or download, which cannot
-stop half-way, the engine exits (Slicer starts a new one when needed).
+stop half-way, the engine exits (Slicer starts a new one when needed), unless the job was a prefetch
+(its model load serves the Segment that follows).
 
-Messages in: ("volume", key, shm name, shape, dtype), ("drop", key), ("cancel", id), (op, id, args).
+Messages in: ("volume", key, shm name, shape, dtype), ("drop", key), ("cancel", id, stop), (op, id, args).
 Messages out: ("stage", id, text, interruptible), ("progress", id, n), ("partial", id, (crop, origin)),
 ("done", id, result), ("failed", id, one line), ("cancelled", id).
 """
@@ -135,9 +136,9 @@ class Engine:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 os._exit(0)  # Slicer is gone
-            if message[0] == "cancel":
+            if message[0] == "cancel":  # ("cancel", id, stop): `stop` allows exiting if the job cannot stop
                 self.cancelled.add(message[1])
-                if message[1] == self.current and not self.interruptible:
+                if message[1] == self.current and not self.interruptible and message[2:3] == (True,):
                     from .model_store import stop_downloads
 
                     stop_downloads()

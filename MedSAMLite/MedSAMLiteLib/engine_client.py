@@ -60,7 +60,7 @@ class Task:
 
     `stage` is what the engine is doing for it ("loading litemedsam", "segmenting"); `interruptible`
     says whether it stops at its next step on Cancel (slices) or only when the engine is stopped
-    (model load, conversion, download), which `cancel` then does."""
+    (model load, conversion, download), which `cancel` then does (a prefetch's load is let finish)."""
 
     RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 
@@ -232,8 +232,11 @@ class Engine:
         if not self.alive or self._conn is None:
             return
         self.pump()  # the task's latest stage
-        self._send(("cancel", task.id))
-        if not task.interruptible:  # loading, converting, downloading: the engine exits by itself; make sure
+        # Loading, converting, downloading cannot stop half-way: the engine exits (and is made to), except
+        # for a prefetch, whose model load serves the Segment that cancelled it.
+        stop = not task.interruptible and task.op != "prefetch"
+        self._send(("cancel", task.id, stop))
+        if stop:
             self.stop(f"the MedSAMLite engine was stopped while {task.stage} (cancelled)", grace=1.0)
 
     # -- the main thread's side of the connection -----------------------------------------------------------

@@ -1,6 +1,6 @@
 """The engine process seen from the Logic: killed mid-run (reported in one line, segments restored, the
-next Segment starts a new engine), Cancel during a model load (over at once, the engine stopped),
-and Slicer's process never importing openvino, with non-ASCII paths and names everywhere."""
+next Segment starts a new engine), Cancel during a model load (over at once, the engine stopped; a
+prefetch's load kept), and Slicer's process never importing openvino, with non-ASCII paths and names."""
 import json
 import os
 import shutil
@@ -69,7 +69,7 @@ def test_a_killed_engine_is_one_line_the_segment_is_restored_and_the_next_segmen
     assert logic.engine() is not engine and logic.engine().process.pid != engine.process.pid
 
 
-def test_cancel_during_the_model_load_is_over_at_once_and_stops_the_engine(data):
+def test_cancel_during_the_model_load_is_over_at_once_and_stops_the_engine_unless_prefetching(data):
     engine_client.shared().stop()  # a fresh engine has to load the model first
     logic = MODULE.MedSAMLiteLogic()
     run = _start(logic, data)
@@ -85,8 +85,15 @@ def test_cancel_during_the_model_load_is_over_at_once_and_stops_the_engine(data)
     assert "cancelled" in logic.lastStatus
     np.testing.assert_array_equal(_segment(data), data["before"])
     assert engine.process.wait(5) is not None, "the engine was not stopped"
+    # a prefetch cancelled while it loads the model lets the load finish for the Segment that follows
+    prefetch = logic.startPrefetch(data["volume"], data["roi"], preset="brain")
+    while not prefetch.stage.startswith("loading"):
+        assert prefetch.running
+        prefetch.engine.pump(0.005)
+    prefetch.cancel()
     logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"])
     assert _segment(data)[4:9].any(axis=(1, 2)).all()
+    assert logic.engine() is prefetch.engine and prefetch.engine.alive
 
 
 _IN_SLICER = """
