@@ -85,7 +85,7 @@ def drive(logic, args: dict, poll_s: float = POLL_S, idle=time.sleep) -> dict:
     run = logic.startSegment(**args)
     first = None
     while not logic.poll(run):
-        if first is None and run.written:
+        if first is None and run.writer.written:
             first = time.perf_counter() - t0
         idle(poll_s)
     return {"first": first, "seconds": time.perf_counter() - t0, "slices": run.task.progress.done, "segmentId": run.segmentId}
