@@ -339,6 +339,8 @@ def _peak_rss_mib() -> float | None:
 
 def main() -> None:
     """Entry point (engine_client starts `python -c ...main()`): connect back to Slicer, then serve."""
+    if sys.stderr is None:  # a windowless child on Windows has no console: tracebacks go nowhere
+        sys.stderr = open(os.devnull, "w")
     hello = json.loads(sys.stdin.readline())
     conn = Client(hello["address"], authkey=bytes.fromhex(hello["authkey"]))
     Engine(conn).serve()

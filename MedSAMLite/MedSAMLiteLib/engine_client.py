@@ -266,6 +266,7 @@ class Engine:
                     continue
                 if upload.error:
                     self._waiting.remove(entry)
+                    self._uploads.pop(upload.key, upload).release()
                     task._end(Task.FAILED, error=upload.error)
                     continue
                 if not upload.sent:
