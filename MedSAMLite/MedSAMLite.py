@@ -72,7 +72,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedSAMLite.ui"))
+        self.uiWidget = uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedSAMLite.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
@@ -119,8 +119,12 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
+        """The module goes away (Reload, application exit): stop everything, and delete this panel's
+        widgets, whose signals would otherwise still reach this object."""
         self.removeObservers()
+        self._parameterNode = self._roiObserved = None  # their observers are gone with the others
         self.cancelWork()
+        self.uiWidget.deleteLater()
 
     def enter(self):
         self.initializeParameterNode()

@@ -384,7 +384,9 @@ def idle(seconds: float) -> None:
 
 
 def process_events() -> None:
+    """What one turn of Slicer's event loop does: pending events, timers, and deleteLater()s."""
     application().processEvents()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
 
 
 def run_until(condition, timeout: float = 60.0, step: float = 0.01) -> None:

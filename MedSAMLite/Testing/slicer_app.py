@@ -24,6 +24,7 @@ from pathlib import Path
 
 import harness
 import pythonqt
+import shiboken6
 from PySide6 import QtCore, QtWidgets
 
 Signal, Property = QtCore.Signal, QtCore.Property
@@ -131,7 +132,12 @@ class _Observing:
         if observations is None:
             observations = self._observations = []
             self.destroyed.connect(lambda *_, o=observations: [x.RemoveObserver(t) for x, t in o])
-        observations.append((obj, obj.AddObserver(event, lambda *a: callback())))
+
+        def call(*args, widget=self):  # a destroyed widget never answers (qvtk disconnects on destruction)
+            if shiboken6.isValid(widget):
+                callback()
+
+        observations.append((obj, obj.AddObserver(event, call)))
 
     def _unobserve(self, obj=None):
         observations = self.__dict__.get("_observations", [])

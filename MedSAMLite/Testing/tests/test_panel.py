@@ -16,7 +16,7 @@ if not CHILD:
 
     def test_panel_in_its_own_process():
         env = dict(os.environ, MEDSAMLITE_PANEL_PROCESS="1")
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", __file__],
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-W", "error::UserWarning", __file__],
                                 env=env, capture_output=True, text=True, timeout=1200)
         print(result.stdout[-6000:])
         assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
