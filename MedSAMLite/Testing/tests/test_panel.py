@@ -16,7 +16,7 @@ if not CHILD:
 
     def test_panel_in_its_own_process():
         env = dict(os.environ, MEDSAMLITE_PANEL_PROCESS="1")
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-W", "error::UserWarning", __file__],
+        result = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-W", "error::UserWarning", __file__],
                                 env=env, capture_output=True, text=True, timeout=1200)
         print(result.stdout[-6000:])
         assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
@@ -62,6 +62,7 @@ else:
     import slicer  # noqa: E402
 
     TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
+    BROKEN = []
 
     @pytest.fixture(scope="module")
     def panel():
@@ -194,7 +195,10 @@ else:
             with pytest.raises(NameError, match="'qt'"):
                 slicer_app.open_module(path=folder / "MedSAMLite.py")
         finally:
+            broken = slicer.modules.medsamlite.widgetRepresentation()
             sys.modules["MedSAMLite"], slicer.modules.medsamlite, slicer.modules.MedSAMLiteWidget = saved
+            broken.findChild(slicer_app.qMRMLWidget, "MedSAMLite").setMRMLScene(None)  # its selectors let go of the scene
+            BROKEN.append(broken)  # never collected at a random moment
             pythonqt.take_errors()
 
     # -- inputs --------------------------------------------------------------------------------------
