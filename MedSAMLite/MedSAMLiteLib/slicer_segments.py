@@ -228,9 +228,23 @@ class SegmentWriter:
         if add.any() or remove.any():
             view[remove] = 0
             view[add] = label
-            scalars.Modified()
-            layer.Modified()  # the segmentation invalidates derived representations and tells the views
+            self._changedInPlace(segment, scalars)
         return True
+
+    def _changedInPlace(self, segment, scalars):
+        """After an in-place change, as SetBinaryLabelmapToSegment ends: the segment's derived
+        representations (its 3D surface) are converted again for this segment alone, and the segment
+        is marked modified (the step `slicer.util.arrayFromSegmentInternalBinaryLabelmap` documents).
+        The layer's own Modified would make Slicer drop every segment's surfaces."""
+        scalars.Modified()  # pipelines reading the layer see a newer image
+        names = []
+        segment.GetContainedRepresentationNames(names)
+        derived = [name for name in names if name != BINARY]
+        for name in derived:
+            segment.RemoveRepresentation(name)
+        for name in derived:
+            self.segmentation.CreateRepresentation(name)  # converts the segments that lack it: this one
+        segment.Modified()
 
     def _remember(self, segmentId, extent):
         """Keep the segment's voxels over `extent` as they were before this run (once per voxel)."""

@@ -307,3 +307,26 @@ def test_a_segment_stored_on_a_coarser_grid_is_read_and_written_through_resampli
     np.testing.assert_array_equal(_read(segmentation, target, volume), expected)
     writer.restore()
     np.testing.assert_array_equal(_read(segmentation, target, volume), before)
+
+
+def test_an_in_place_write_rebuilds_only_the_written_segments_3d_surface_and_marks_it_unsaved(scene, tmp_path):
+    volume = _volume()
+    target, other = _box(slice(2, 10), slice(2, 10), slice(2, 10)), _box(slice(2, 10), slice(15, 25), slice(20, 35))
+    segmentation, ids = _segmentation(volume, target=target, other=other)
+    assert segmentation.CreateClosedSurfaceRepresentation()
+    surface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    segments = segmentation.GetSegmentation()
+    before_target, before_other = (segments.GetSegment(ids[n]).GetRepresentation(surface) for n in ("target", "other"))
+    storage = segmentation.CreateDefaultStorageNode()
+    scene.AddNode(storage)
+    segmentation.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(tmp_path / "saved.seg.nrrd"))
+    assert storage.WriteData(segmentation) and not segmentation.GetModifiedSinceRead()
+    writer = SegmentWriter(segmentation, ids["target"], volume)
+    assert writer._setInPlace(ids["target"], (2, 2, 2, 2, 2, 2), np.ones((1, 1, 1), bool))  # the path under test
+    _write(writer, _box(slice(0, 12), slice(4, 6), slice(4, 6)), 5, 5)  # slice 5 of the cube becomes a 2 x 2 square
+    after_target = segments.GetSegment(ids["target"]).GetRepresentation(surface)
+    assert after_target is not None and after_target is not before_target
+    assert after_target.GetNumberOfPoints() != before_target.GetNumberOfPoints()
+    assert segments.GetSegment(ids["other"]).GetRepresentation(surface) is before_other  # untouched, not rebuilt
+    assert segmentation.GetModifiedSinceRead()  # Slicer will offer to save it
