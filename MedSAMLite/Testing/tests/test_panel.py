@@ -315,6 +315,26 @@ else:
         assert "cancelled" in ui.statusLabel.text and ui.segmentButton.text == "Segment"
         assert segment_ids(s) == [s.other]
 
+    def test_an_error_while_it_runs_stops_the_run_and_puts_the_segment_back(gui, monkeypatch):
+        s = setup_scene(gui)
+        gui.ui.segmentSelector._user_select(s.other)
+        real_poll, failures = gui.logic.poll, []
+
+        def poll(run):  # writing the first partial result fails (e.g. out of memory)
+            if not failures and not np.array_equal(segment_array(s, s.other), s.other_mask > 0):
+                failures.append(run)
+                raise MemoryError("cannot allocate the segment")
+            return real_poll(run)
+
+        monkeypatch.setattr(gui.logic, "poll", poll)
+        click(gui.ui.segmentButton)
+        wait_for_run_end(gui)
+        assert failures and not failures[0].task.running  # the worker was stopped, not orphaned
+        np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
+        errors = [m for m in slicer_app.messages if m[0] == "error"]
+        assert len(errors) == 1 and "cannot allocate the segment" in errors[0][1]
+        assert gui.ui.segmentButton.text == "Segment"
+
     def test_a_second_structure_goes_into_a_new_segment_and_the_first_stays(gui):
         s = setup_scene(gui, roi_slices=[5, 6, 7])
         click(gui.ui.segmentButton)
