@@ -89,6 +89,10 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.prefetchTimer.setSingleShot(True)
         self.prefetchTimer.setInterval(500)  # wait until the user stops dragging the ROI
         self.prefetchTimer.connect("timeout()", self.onPrefetch)
+        self.modelTask = None
+        self.modelTimer = qt.QTimer()
+        self.modelTimer.setInterval(self.POLL_MS)
+        self.modelTimer.connect("timeout()", self.onModelPoll)
 
         for name, label in PRESET_LABELS.items():
             self.ui.presetComboBox.addItem(label, name)
@@ -331,9 +335,12 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     CANCEL_WAIT_S = 3.0
 
     def cancelWork(self, restore=True):
-        """Stop the prefetch and a running Segment without waiting for it (never for a model load):
-        `restore` waits a little for the run to stop so that its segment is put back."""
+        """Stop the prefetch, a download or import, and a running Segment without waiting for it (never
+        for a model load): `restore` waits a little for the run to stop so that its segment is put back."""
         self.cancelPrefetch()
+        if self.modelTask is not None:
+            self.modelTask.cancel()
+            self.onModelPoll()
         run, self.run = self.run, None
         self.pollTimer.stop()
         if run is None:
@@ -394,19 +401,56 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backendComboBox.currentIndex = max(index, 0)
 
     def onDownload(self):
-        with userAction("download failed:", waitCursor=True):
-            path = self.logic.downloadDefaultWeights()
-            self.ui.statusLabel.text = f"LiteMedSAM weights ready: {path}"
-        self.refreshBackends()
+        if not self.cancelModelTask(self.ui.downloadButton):
+            with userAction("download failed:"):
+                self.startModelTask(self.ui.downloadButton, self.logic.startDownloadDefaultWeights(),
+                                    lambda path: f"LiteMedSAM weights ready: {path}")
 
     def onImportCheckpoint(self):
+        if self.cancelModelTask(self.ui.importCheckpointButton):
+            return
         backend = self.ui.backendComboBox.currentData
         path = qt.QFileDialog.getOpenFileName(self.parent, f"Checkpoint for {backend}", "", "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)")
         if not path:
             return
-        with userAction("import failed:", waitCursor=True):
-            self.logic.importCheckpoint(backend, path)
-            self.ui.statusLabel.text = f"{backend}: checkpoint imported and converted"
+        with userAction("import failed:"):
+            self.startModelTask(self.ui.importCheckpointButton, self.logic.startImportCheckpoint(backend, path),
+                                lambda _: f"{backend}: checkpoint imported and converted")
+
+    def startModelTask(self, button, task, message):
+        """A download or import runs in the engine (seconds to minutes): the panel stays usable, the
+        status line follows it, and the button that started it becomes its Cancel."""
+        self.modelTask, self.modelButton, self.modelMessage = task, (button, button.text), message
+        button.text = "Cancel"
+        self.modelTimer.start()
+
+    def cancelModelTask(self, button):
+        """True when `button` was the Cancel of the running download or import (now cancelled)."""
+        if self.modelTask is None or self.modelButton[0] is not button:
+            return False
+        self.modelTask.cancel()
+        self.onModelPoll()
+        return True
+
+    def onModelPoll(self):
+        task = self.modelTask
+        if task is None:
+            self.modelTimer.stop()
+            return
+        task.engine.pump()
+        if task.running:
+            self.ui.statusLabel.text = task.status()
+            return
+        self.modelTimer.stop()
+        self.modelTask = None
+        button, text = self.modelButton
+        button.text = text
+        self.ui.statusLabel.text = ""
+        with userAction(f"{task.op} failed:"):
+            if task.state == task.CANCELLED:
+                self.ui.statusLabel.text = f"{task.op} cancelled"
+            else:
+                self.ui.statusLabel.text = self.modelMessage(task.outcome())
         self.refreshBackends()
 
     def onShowCache(self):

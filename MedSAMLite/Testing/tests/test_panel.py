@@ -533,10 +533,18 @@ else:
         bad.write_text("not a checkpoint")
         pythonqt.file_dialog_answers.append(str(bad))
         click(ui.importCheckpointButton)
+        pythonqt.run_until(lambda: gui.modelTask is None)
         assert slicer_app.messages[-1][0] == "error" and "\n" not in slicer_app.messages[-1][1]
         assert backend_texts(gui) == texts
         pythonqt.file_dialog_answers.append(str(genuine))
         click(ui.importCheckpointButton)
+        click(ui.importCheckpointButton)  # Cancel at once: nothing imported
+        assert gui.modelTask is None and ui.statusLabel.text == "import cancelled" and backend_texts(gui) == texts
+        pythonqt.file_dialog_answers.append(str(genuine))
+        click(ui.importCheckpointButton)
+        assert ui.importCheckpointButton.text == "Cancel"  # it runs in the engine: the panel stays usable
+        pythonqt.run_until(lambda: gui.modelTask is None, 300)
+        assert ui.importCheckpointButton.text.startswith("Import checkpoint")
         assert ui.statusLabel.text == "litemedsam: checkpoint imported and converted"
         assert backend_texts(gui)["litemedsam"] == "LiteMedSAM (ready)"
         click(ui.showCacheButton)
