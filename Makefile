@@ -47,4 +47,4 @@ compat: venv
 	$(PY) MedSAMLite/Testing/compat.py
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out .pytest_cache .compat
