@@ -142,10 +142,13 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onReload(self):
-        """Reload the helper package too, so that edits to MedSAMLiteLib take effect."""
+        """Reload the helper package and restart the engine too, so that edits to MedSAMLiteLib take effect."""
         import sys
 
         self.cancelWork()
+        engineClient = sys.modules.get("MedSAMLiteLib.engine_client")
+        if engineClient is not None:  # the engine process runs the old code: the next use starts a new one
+            engineClient.shutdown()
         for name in [n for n in sys.modules if n == "MedSAMLiteLib" or n.startswith("MedSAMLiteLib.")]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)

@@ -399,10 +399,13 @@ else:
         gui.ui.segmentSelector._user_select(s.other)
         click(gui.ui.segmentButton)
         pythonqt.run_until(lambda: not np.array_equal(segment_array(s, s.other), s.other_mask > 0))
-        helper = sys.modules["MedSAMLiteLib"]
+        helper, client = sys.modules["MedSAMLiteLib"], sys.modules["MedSAMLiteLib.engine_client"]
+        engine = client.running()
+        assert engine is not None and engine.alive
         gui.onReload()  # the Reload button of the developer section
         new = panel.self()
         assert new is not gui and sys.modules["MedSAMLiteLib"] is not helper
+        assert not engine.alive and client.running() is None  # the engine with the old code is stopped
         np.testing.assert_array_equal(segment_array(s, s.other), s.other_mask > 0)
         assert new.ui.volumeSelector.currentNode() is s.volume  # the new panel shows the scene's parameters
         assert new.ui.segmentButton.text == "Segment" and new.ui.segmentButton.enabled
