@@ -146,10 +146,8 @@ def test_a_segmentation_on_another_grid_is_written_voxel_for_voxel(scene):
     np.testing.assert_array_equal(_exported(segmentation, writer.segmentId, volume), new)
 
 
-def test_a_non_linear_transform_is_refused_in_one_line(scene):
-    volume = _volume()
-    segmentation, _ = _segmentation(volume)
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode")
+def _warp():
+    """A transform node holding a thin-plate spline (non-linear) transform."""
     warp = vtk.vtkThinPlateSplineTransform()
     source, target = vtk.vtkPoints(), vtk.vtkPoints()
     for p, q in (((0, 0, 0), (0, 0, 0)), ((50, 0, 0), (52, 1, 0)), ((0, 50, 0), (0, 50, 2)), ((0, 0, 50), (1, 0, 50))):
@@ -157,8 +155,15 @@ def test_a_non_linear_transform_is_refused_in_one_line(scene):
         target.InsertNextPoint(*q)
     warp.SetSourceLandmarks(source)
     warp.SetTargetLandmarks(target)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode")
     node.SetAndObserveTransformToParent(warp)
-    volume.SetAndObserveTransformNodeID(node.GetID())
+    return node
+
+
+def test_a_non_linear_transform_is_refused_in_one_line(scene):
+    volume = _volume()
+    segmentation, _ = _segmentation(volume)
+    volume.SetAndObserveTransformNodeID(_warp().GetID())
     with pytest.raises(SegmentWriteError, match="non-linear transform") as info:
         SegmentWriter(segmentation, None, volume)
     assert "\n" not in str(info.value)
@@ -330,3 +335,16 @@ def test_an_in_place_write_rebuilds_only_the_written_segments_3d_surface_and_mar
     assert after_target.GetNumberOfPoints() != before_target.GetNumberOfPoints()
     assert segments.GetSegment(ids["other"]).GetRepresentation(surface) is before_other  # untouched, not rebuilt
     assert segmentation.GetModifiedSinceRead()  # Slicer will offer to save it
+
+
+def test_the_logic_refuses_a_non_linear_transform_before_anything_runs(scene):
+    module = harness.load_module()
+    volume = _volume()
+    roi = module.MedSAMLiteTest.roiAroundMask(_box(slice(3, 8), slice(5, 20), slice(5, 30)), volume)
+    segmentation, _ = _segmentation(volume)
+    segmentation.SetAndObserveTransformNodeID(_warp().GetID())
+    logic = module.MedSAMLiteLogic()
+    with pytest.raises(module.InputError, match="non-linear transform; harden it first$") as info:
+        logic.startSegment(volume, roi, segmentation, preset="abdomen")
+    assert "\n" not in str(info.value)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 0 and logic._running is None
