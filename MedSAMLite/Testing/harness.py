@@ -2,7 +2,8 @@
 
 slicer-core has Slicer's MRML, module logics and `slicer.util`, but no `slicer.app`, no
 `slicer.mrmlScene`, no `slicer.modules` and no `slicer.ScriptedLoadableModule`. This harness adds
-just enough of them: inert `qt`/`ctk` modules (only the widget uses them, and it is not run here),
+just enough of them for the Logic and the self-test: inert `qt`/`ctk` modules (the widget is built
+and driven by the panel tests instead, on `pythonqt.py` and `slicer_app.py`, in a process of their own),
 the four ScriptedLoadableModule base classes (the test base is a unittest.TestCase whose
 `delayDisplay` only logs), and a scene with the Colors, Volumes, Segmentations, Markups and
 SubjectHierarchy logics registered as in Slicer.
