@@ -509,8 +509,11 @@ class SegmentRun:
     def __init__(self, job, task, writer):
         self.job, self.task, self.writer = job, task, writer
         self.segmentId = job.segmentId
+        self.pending = None  # the final result's slice ranges still to write (None: not started)
+        self.cancelled = False
 
     def cancel(self):
+        self.cancelled = True
         self.task.cancel()
 
 
@@ -742,33 +745,43 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return run
 
     def poll(self, run):
-        """Main thread: take what the engine sent; write a new partial result, then the final one; True once
-        the run is over. A cancelled or failed run (the engine stopped included) leaves every segment as
-        it was; a failure is raised as one line."""
+        """Main thread: take what the engine sent; write a new partial result, then the final one (a few
+        slices per call, so that no call holds the main thread long); True once the run is over. A
+        cancelled or failed run (the engine stopped included) leaves every segment as it was; a failure
+        is raised as one line."""
         task = run.task
         task.engine.pump()
-        partial = task.partial()
         try:
-            if partial is not None:
-                self._write(run, *partial, final=False)
-                return False
-            if task.running:
-                return False
-            if task.state == task.DONE:
-                self._write(run, *task.result["mask"])
+            if run.pending is None and not run.cancelled:
+                partial = task.partial()
+                if partial is not None:
+                    self._write(run, *partial, self._replaced(run, *partial, final=False))
+                    return False
+                if task.running:
+                    return False
+                if task.state == task.DONE:
+                    z0, z1 = self._replaced(run, *task.result["mask"], final=True)
+                    run.pending = [(z, min(z + self.WRITE_SLICES, z1 + 1) - 1) for z in range(z0, z1 + 1, self.WRITE_SLICES)]
+            if run.pending and not run.cancelled:
+                t0 = time.perf_counter()
+                self._write(run, *task.result["mask"], run.pending.pop(0))
+                while run.pending and time.perf_counter() - t0 < self.WRITE_BUDGET_S:
+                    self._write(run, *task.result["mask"], run.pending.pop(0))
+                if run.pending:
+                    return False
         except Exception as e:  # a failed write: nothing of the run stays
             run.cancel()
             self._running = None
             self._restore(run)
             raise InputError(f"writing the segment failed: {_oneLine(e)}") from None
         self._running = None
-        if task.state == task.DONE:
+        if task.state == task.DONE and not run.cancelled:
             run.writer.finish()
             self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
             self.lastStatus = task.result["status"]
             return True
         self._restore(run)
-        if task.state == task.CANCELLED:
+        if run.cancelled:
             self.lastStatus = "cancelled: the segment is unchanged"
         elif task.state == task.FAILED:
             self.lastStatus = f"failed: {task.error}"
@@ -881,23 +894,34 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     # -- writing MRML (main thread) -------------------------------------------------------------------
     UNDO_STEPS = 10
 
-    def _write(self, run, crop, origin, final=True):
-        """Hand the run's writer the slices the engine's mask crop (canonical (d, h, w) at `origin` (z, y, x))
-        replaces: a 2D result its slice, a 3D result the ROI's slices and any the mask reaches (the segment
-        elsewhere is kept), a partial result the slices it has. Sized by those slices, never the volume."""
+    WRITE_SLICES = 8  # slices of a final result per write
+    WRITE_BUDGET_S = 0.05  # main-thread time per poll for writing a final result
+
+    @staticmethod
+    def _replaced(run, crop, origin, final):
+        """The slices (z0, z1) a result replaces: a 2D result its slice, a final 3D result the ROI's
+        slices and any the mask reaches (the segment elsewhere is kept), a partial result the slices
+        it has (None when it has none)."""
         job = run.job
-        z, y, x = origin
-        depth, height, width = crop.shape
+        z, depth = origin[0], crop.shape[0]
         if job.is2d:
-            z0 = z1 = job.box.z0
-        elif final:
-            z0, z1 = (min(job.box.z0, z), max(job.box.z1, z + depth - 1)) if depth else (job.box.z0, job.box.z1)
-        elif depth:
-            z0, z1 = z, z + depth - 1
-        else:
+            return job.box.z0, job.box.z0
+        if final:
+            return (min(job.box.z0, z), max(job.box.z1, z + depth - 1)) if depth else (job.box.z0, job.box.z1)
+        return (z, z + depth - 1) if depth else None
+
+    @staticmethod
+    def _write(run, crop, origin, slices):
+        """Slices `slices` (z0, z1) of the segment become the engine's mask crop (canonical (d, h, w) at
+        `origin` (z, y, x)) there, through the run's writer: sized by those slices, never the volume."""
+        if slices is None:
             return
+        job = run.job
+        (z0, z1), (z, y, x) = slices, origin
         slab = np.zeros((z1 - z0 + 1, *job.geometry.shape[1:]), dtype=np.uint8)
-        slab[z - z0 : z - z0 + depth, y : y + height, x : x + width] = crop
+        a, b = max(z, z0), min(z + crop.shape[0], z1 + 1)
+        if a < b:
+            slab[a - z0 : b - z0, y : y + crop.shape[1], x : x + crop.shape[2]] = crop[a - z : b - z]
         extent, voxels = job.geometry.crop_to_source(slab, (z0, 0, 0))
         run.writer.write(extent, voxels)
         run.segmentId = run.writer.segmentId

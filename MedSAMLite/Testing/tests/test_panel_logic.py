@@ -85,6 +85,24 @@ def test_cancel_of_a_new_segment_removes_it(data):
     assert data["segmentation"].GetSegmentation().GetNumberOfSegments() == 1
 
 
+def test_a_final_result_is_written_a_few_slices_per_poll_and_cancel_then_restores(data):
+    logic = MODULE.MedSAMLiteLogic()
+    logic.WRITE_SLICES, logic.WRITE_BUDGET_S = 2, 0.0  # one 2-slice write per poll
+    run = _start(logic, data)
+    assert run.task.wait(120)
+    while run.pending is None or len(run.pending) > 2:  # the ROI's 7 slices: 4 writes; stop after 2
+        assert logic.poll(run) is False
+    written = np.flatnonzero(_segment_array(data).any(axis=(1, 2))).tolist()
+    assert written[0] == 0 and 3 in written and 9 not in written, written  # slice 0: the earlier content
+    run.cancel()
+    assert logic.poll(run) is True
+    np.testing.assert_array_equal(_segment_array(data), data["before"])
+    run = _start(logic, data)
+    while not logic.poll(run):
+        run.task.wait(0.01)
+    assert _segment_array(data)[3:10].any(axis=(1, 2)).all()
+
+
 def test_an_error_in_the_engine_is_one_line_and_the_segment_is_unchanged(data):
     logic = MODULE.MedSAMLiteLogic()
     run = _start(logic, data, backend="no_such_model")
