@@ -142,8 +142,11 @@ class SegmentWriter:
     overwrite mode removes the written voxels from the other segments it names. The first write
     creates the segment when `segmentId` is None and saves one undo state (`undoHook`, e.g. the
     Segment Editor's saveStateForUndo, else the scene's when the scene's undo is on): one run is one
-    undo step. `restore()` puts every touched segment back as it was (a created one is removed);
-    after the run, `undo()` does the same unless a touched segment was edited in the meantime.
+    undo step. `restore()` (Cancel, failures) puts every touched segment back as it was before the run.
+    After the run, `undo()` takes back exactly the voxels the run changed and keeps every later edit
+    elsewhere, as a user who painted beside a result and then undoes the result expects; it refuses
+    when a later edit changed one of those voxels (taking it back would lose that edit). A segment the
+    run created is removed only when nothing else is left in it: paint added to it survives.
     """
 
     def __init__(self, segmentationNode, segmentId, volumeNode, editorNode=None, undoHook=None, name="MedSAMLite"):
@@ -369,40 +372,58 @@ class SegmentWriter:
                 self._set(other, where, current[part] & ~added[part])
 
     # -- putting back -----------------------------------------------------------------------------------
-    def restore(self):
-        """Every segment this run touched back as it was; a segment it created is removed."""
+    def _putBack(self, keepLater):
+        """Every touched segment's remembered voxels back; `keepLater`: only those the run changed
+        (a later edit elsewhere stays). A created segment left holding nothing is removed."""
         # the target first: its voxels leave before overwritten segments get theirs back (in place)
         for segmentId in sorted(self._before, key=lambda s: s != self.segmentId):
-            extent, voxels = self._before[segmentId]
-            if self.created and segmentId == self.segmentId:
+            extent, before = self._before[segmentId]
+            if self.segmentation.GetSegment(segmentId) is None:
                 continue
-            if self.segmentation.GetSegment(segmentId) is not None:
-                self._set(segmentId, extent, voxels)
-        if self.created and self.segmentation.GetSegment(self.segmentId) is not None:
+            if keepLater:
+                ranChanged = before.astype(bool) != self._after[segmentId]
+                before = np.where(ranChanged, before, self.read(segmentId, extent))
+            self._set(segmentId, extent, before)
+        if self.created and self.segmentation.GetSegment(self.segmentId) is not None and self._empty(self.segmentId):
             self.segmentation.RemoveSegment(self.segmentId)
         self._before = {}
+
+    def _empty(self, segmentId) -> bool:
+        """True when the segment holds no voxel (read in its own layer, whatever its grid)."""
+        segment = self.segmentation.GetSegment(segmentId)
+        layer = segment.GetRepresentation(BINARY)
+        scalars = layer.GetPointData().GetScalars() if layer is not None and _valid(layer.GetExtent()) else None
+        return scalars is None or not (numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()).any()
+
+    def restore(self):
+        """Every segment this run touched back as it was before it (Cancel, failures); a segment it
+        created is removed unless something else was painted into it meanwhile."""
+        self._putBack(keepLater=False)
 
     def finish(self):
         """The run is over: remember what it left, so that `undo` can tell a later edit."""
         self._after = {s: self.read(s, extent) for s, (extent, _) in self._before.items()}
-        if self.created and self.segmentId not in self._after:
-            self._after[self.segmentId] = None  # created but left empty: undo removes it
 
     def undoable(self) -> bool:
-        """True when the segments are still as this run left them."""
+        """True when no voxel the run changed was edited since (and the segments are still there)."""
         if self._after is None or self.segmentationNode.GetScene() is None:
+            return False
+        if self.created and self.segmentation.GetSegment(self.segmentId) is None:
             return False
         for segmentId, after in self._after.items():
             if self.segmentation.GetSegment(segmentId) is None:
                 return False
-            if after is not None and not np.array_equal(self.read(segmentId, self._before[segmentId][0]), after):
+            extent, before = self._before[segmentId]
+            ranChanged = before.astype(bool) != after
+            if (ranChanged & (self.read(segmentId, extent) != after)).any():
                 return False
         return True
 
     def undo(self):
-        """Take the finished run back (every touched segment); False when they were edited since."""
+        """Take the finished run back: the voxels it changed, in every touched segment; later edits
+        elsewhere stay. False when one of those voxels was edited since."""
         if not self.undoable():
             return False
-        self.restore()
+        self._putBack(keepLater=True)
         self._after = None
         return True

@@ -348,3 +348,72 @@ def test_the_logic_refuses_a_non_linear_transform_before_anything_runs(scene):
         logic.startSegment(volume, roi, segmentation, preset="abdomen")
     assert "\n" not in str(info.value)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0 and logic._running is None
+
+
+def _paint(segmentation, segment_id, volume, where):
+    """The user's later edit: `where` (k, j, i mask) added to the segment, as a brush would."""
+    edited = _read(segmentation, segment_id, volume) | where
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, segment_id, volume)
+
+
+def test_undo_of_a_created_segment_keeps_paint_added_outside_what_the_run_wrote(scene):
+    volume = _volume()
+    segmentation, _ = _segmentation(volume)
+    writer = SegmentWriter(segmentation, None, volume)
+    run = _box(slice(2, 5), slice(2, 8), slice(2, 8))
+    _write(writer, run, 0, 11)
+    writer.finish()
+    paint = _box(9, slice(20, 25), slice(30, 35))  # far from the run's voxels
+    _paint(segmentation, writer.segmentId, volume, paint)
+    assert writer.undo()
+    assert segmentation.GetSegmentation().GetSegment(writer.segmentId) is not None, "the paint went with the segment"
+    np.testing.assert_array_equal(_read(segmentation, writer.segmentId, volume), paint)
+
+
+def test_undo_of_a_created_segment_left_empty_keeps_later_paint(scene):
+    volume = _volume()
+    segmentation, _ = _segmentation(volume)
+    writer = SegmentWriter(segmentation, None, volume)
+    _write(writer, np.zeros(SHAPE, bool), 0, 11)  # nothing found: the segment is created, empty
+    writer.finish()
+    paint = _box(3, slice(4, 9), slice(4, 9))
+    _paint(segmentation, writer.segmentId, volume, paint)
+    assert writer.undo()
+    np.testing.assert_array_equal(_read(segmentation, writer.segmentId, volume), paint)
+
+
+def test_undo_of_a_created_segment_nobody_edited_removes_it(scene):
+    volume = _volume()
+    segmentation, _ = _segmentation(volume)
+    writer = SegmentWriter(segmentation, None, volume)
+    _write(writer, _box(slice(2, 5), slice(2, 8), slice(2, 8)), 0, 11)
+    writer.finish()
+    assert writer.undo()
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
+
+
+def test_cancel_of_a_created_segment_keeps_paint_added_during_the_run(scene):
+    volume = _volume()
+    segmentation, _ = _segmentation(volume)
+    writer = SegmentWriter(segmentation, None, volume)
+    run = _box(slice(2, 5), slice(2, 8), slice(2, 8))
+    _write(writer, run, 2, 2)
+    paint = _box(9, slice(20, 25), slice(30, 35))
+    _paint(segmentation, writer.segmentId, volume, paint)
+    writer.restore()
+    np.testing.assert_array_equal(_read(segmentation, writer.segmentId, volume), paint)
+
+
+def test_undo_keeps_an_edit_between_the_voxels_the_run_wrote(scene):
+    """The run wrote two far-apart boxes (one extent spans both): an edit between them, on voxels the
+    run left alone, is kept and the run's voxels are taken back."""
+    volume = _volume()
+    segmentation, ids = _segmentation(volume, target=_box(0, 0, 0))
+    writer = SegmentWriter(segmentation, ids["target"], volume)
+    run = _box(slice(1, 3), slice(1, 4), slice(1, 4)) | _box(slice(9, 11), slice(25, 28), slice(35, 38))
+    _write(writer, run, 0, 11)
+    writer.finish()
+    paint = _box(6, slice(12, 16), slice(15, 20))
+    _paint(segmentation, ids["target"], volume, paint)
+    assert writer.undo()
+    np.testing.assert_array_equal(_read(segmentation, ids["target"], volume), _box(0, 0, 0) | paint)
