@@ -482,11 +482,12 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         with slicer.util.tryWithErrorDisplay("MedSAMLite: installing the dependencies failed.", waitCursor=True):
             if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.12
-                slicer.packaging.pip_ensure(slicer.packaging.load_requirements(dependencies.REQUIREMENTS),
-                                            constraints=dependencies.write_constraints(), prompt_install=False,
-                                            requester="MedSAMLite")
+                with dependencies.constraints_file() as constraints:
+                    slicer.packaging.pip_ensure(slicer.packaging.load_requirements(dependencies.REQUIREMENTS),
+                                                constraints=constraints, prompt_install=False, requester="MedSAMLite")
             else:
-                slicer.util.pip_install(dependencies.pip_install_arguments())
+                with dependencies.pip_install_arguments() as arguments:
+                    slicer.util.pip_install(arguments)
         self.updateDependencies()
         self.refreshBackends()
 

@@ -8,11 +8,13 @@ or fails before changing anything. Standard library only: this runs before openv
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 # A plain public version (1.26.4, 2025.3.0, 4.11.0.86, 2.0.0rc1, 1.0.post1, 2.5.1+cpu) pins with `==`;
@@ -43,18 +45,26 @@ def constraints_text(versions: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_constraints() -> Path:
-    """The constraints of `constraints_text()` in a new temporary file (pip reads it during the install)."""
+@contextlib.contextmanager
+def constraints_file() -> Iterator[Path]:
+    """The constraints of `constraints_text()` in a temporary file that lives for the `with` block
+    (pip reads it during the install; every Install click would otherwise leave one behind)."""
     fd, path = tempfile.mkstemp(prefix="medsamlite-", suffix="-constraints.txt")
-    with os.fdopen(fd, "w") as f:
-        f.write(constraints_text())
-    return Path(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(constraints_text())
+        yield Path(path)
+    finally:
+        os.unlink(path)
 
 
-def pip_install_arguments(requirements: str | Path = REQUIREMENTS) -> list[str]:
-    """Arguments for `pip install` that add the extension's requirements to the running interpreter
-    without changing any distribution installed now: `-r requirements.txt -c <every installed one, pinned>`."""
-    return ["-r", str(requirements), "-c", str(write_constraints())]
+@contextlib.contextmanager
+def pip_install_arguments(requirements: str | Path = REQUIREMENTS) -> Iterator[list[str]]:
+    """Arguments for `pip install`, valid for the `with` block, that add the extension's requirements to
+    the running interpreter without changing any distribution installed now:
+    `-r requirements.txt -c <every installed one, pinned>`."""
+    with constraints_file() as constraints:
+        yield ["-r", str(requirements), "-c", str(constraints)]
 
 
 def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str | None]]:

@@ -80,7 +80,7 @@ def run(cmd: list[str], log: Path, **kwargs) -> str:
 
 def in_env(python: str, code: str, log: Path) -> str:
     """Run CODE in PYTHON with the module folder importable (as Slicer does); its stdout."""
-    return run([python, "-c", f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r}); {code}"], log)
+    return run([python, "-c", f"import sys\nsys.path.insert(0, {str(MODULE_DIR)!r})\n{code}"], log)
 
 
 def floors() -> dict[str, str]:
@@ -119,13 +119,14 @@ def check_profile(name: str, expect: Path) -> dict:
     run(pip + [f"{p}=={v}" for p, v in shipped.items()], log)  # what that Slicer ships
     before = json.loads(in_env(env_python, "import json; from MedSAMLiteLib import dependencies; "
                                            "print(json.dumps(dependencies.installed_versions()))", log))
-    args = json.loads(in_env(env_python, "import json; from MedSAMLiteLib import dependencies; "
-                                         "print(json.dumps(dependencies.pip_install_arguments()))", log))
+    extra = []
     if floor:
         pins = folder / "floor-constraints.txt"
         pins.write_text("".join(f"{n}=={v}\n" for n, v in floors().items()))
-        args += ["-c", str(pins)]
-    run(pip + args, log)  # the panel's install
+        extra = ["-c", str(pins)]
+    in_env(env_python, "import subprocess\nfrom MedSAMLiteLib import dependencies\n"  # the panel's install
+                       "with dependencies.pip_install_arguments() as args:\n"
+                       f"    subprocess.run({pip!r} + args + {extra!r}, check=True)", log)
     after = json.loads(in_env(env_python, "import json; from MedSAMLiteLib import dependencies; "
                                           "print(json.dumps(dependencies.installed_versions()))", log))
     changed = {n: (v, after.get(n)) for n, v in before.items() if after.get(n) != v}

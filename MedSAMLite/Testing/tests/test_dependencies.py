@@ -19,12 +19,19 @@ def _constraints(args: list[str]) -> dict[str, str]:
 
 
 def test_arguments_name_the_requirements_and_pin_what_is_installed():
-    args = dependencies.pip_install_arguments()
-    assert Path(args[1]) == MODULE_DIR / "Resources" / "requirements.txt" and Path(args[1]).is_file()
-    pins = _constraints(args)
+    with dependencies.pip_install_arguments() as args:
+        assert Path(args[1]) == MODULE_DIR / "Resources" / "requirements.txt" and Path(args[1]).is_file()
+        pins = _constraints(args)
     assert pins["numpy"] == np.__version__  # what Slicer ships stays as it is
     assert pins == dependencies.installed_versions()
-    Path(args[3]).unlink()
+    assert not Path(args[3]).exists(), "the constraints file outlived the install"
+
+
+def test_the_constraints_file_goes_away_after_a_failed_install_too():
+    with pytest.raises(RuntimeError), dependencies.constraints_file() as constraints:
+        assert constraints.read_text() == dependencies.constraints_text()
+        raise RuntimeError("pip failed")
+    assert not constraints.exists()
 
 
 def test_requirements_are_what_the_panel_checks_for():
@@ -45,15 +52,15 @@ def test_changed_versions():
 
 def test_runs_on_the_standard_library_alone_and_pip_reads_the_constraints(tmp_path):
     """No site-packages (as before openvino/opencv exist); then pip parses the file without an index."""
-    code = (f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r}); from MedSAMLiteLib import dependencies; "
-            "print(dependencies.pip_install_arguments()[3])")
+    code = (f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r}); from MedSAMLiteLib import dependencies\n"
+            "with dependencies.pip_install_arguments() as args: print(open(args[3]).read() + '-- ' + args[3])")
     child = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
-    assert "numpy" not in Path(child.stdout.strip()).read_text()  # -S: no site-packages, nothing to pin
-    constraints = dependencies.write_constraints()
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-c", str(constraints), "numpy"],
-                         capture_output=True, text=True, timeout=120)
-    constraints.unlink()
+    text, path = child.stdout.rsplit("-- ", 1)
+    assert "numpy" not in text and not Path(path.strip()).exists()  # -S: no site-packages, nothing to pin
+    with dependencies.constraints_file() as constraints:
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-c", str(constraints), "numpy"],
+                             capture_output=True, text=True, timeout=120)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert "already satisfied" in pip.stdout
 
@@ -85,18 +92,18 @@ def panel(monkeypatch):
 
 
 def _pinned(constraints) -> dict[str, str]:
-    pins = dict(line.split("==", 1) for line in Path(constraints).read_text().splitlines())
-    Path(constraints).unlink()
-    return pins
+    """The pins pip reads while it runs (the file must exist then)."""
+    return dict(line.split("==", 1) for line in Path(constraints).read_text().splitlines())
 
 
 def test_install_before_slicer_5_12_pins_every_installed_package(panel, monkeypatch):
     widget, calls = panel
-    monkeypatch.setattr(slicer.util, "pip_install", lambda args: calls.setdefault("pip", list(args)))
+    monkeypatch.setattr(slicer.util, "pip_install", lambda args: calls.setdefault("pip", (list(args), _pinned(args[3]))))
     MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
-    args = calls["pip"]
+    args, pins = calls["pip"]
     assert args[:2] == ["-r", str(dependencies.REQUIREMENTS)] and args[2] == "-c"
-    assert _pinned(args[3])["numpy"] == np.__version__
+    assert pins["numpy"] == np.__version__
+    assert not Path(args[3]).exists(), "each Install click would leave a constraints file behind"
     assert "keep their versions" in calls["confirm"] and calls["updated"]
 
 
@@ -104,15 +111,15 @@ def test_install_on_slicer_5_12_gives_pip_ensure_requirements_and_constraints(pa
     widget, calls = panel
 
     def pip_ensure(requirements, constraints=None, prompt_install=True, requester=None):
-        calls["ensure"] = (requirements, constraints, prompt_install, requester)
+        calls["ensure"] = (requirements, constraints, _pinned(constraints), prompt_install, requester)
 
     packaging = types.SimpleNamespace(load_requirements=lambda path: ("parsed", Path(path)), pip_ensure=pip_ensure)
     monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
     monkeypatch.setattr(slicer.util, "pip_install", lambda args: pytest.fail("pip_install on Slicer 5.12"))
     MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
-    requirements, constraints, prompt_install, requester = calls["ensure"]
+    requirements, constraints, pins, prompt_install, requester = calls["ensure"]
     assert requirements == ("parsed", dependencies.REQUIREMENTS)  # parsed, not a path
-    assert _pinned(constraints)["numpy"] == np.__version__
+    assert pins["numpy"] == np.__version__ and not Path(constraints).exists()
     assert prompt_install is False and requester == "MedSAMLite"  # the panel asked already
 
 
@@ -120,6 +127,7 @@ def test_failed_install_is_shown(panel, monkeypatch):
     widget, calls = panel
 
     def pip_install(args):
+        calls["constraints"] = args[3]
         raise subprocess.CalledProcessError(1, ["pip", "install", *args])
 
     monkeypatch.setattr(slicer.util, "pip_install", pip_install)
@@ -128,6 +136,7 @@ def test_failed_install_is_shown(panel, monkeypatch):
     with pytest.raises(subprocess.CalledProcessError):  # tryWithErrorDisplay shows it, then re-raises
         MODULE.MedSAMLiteWidget.onInstallDependencies(widget)
     assert calls["error"].startswith("MedSAMLite: installing the dependencies failed.") and "updated" not in calls
+    assert not Path(calls["constraints"]).exists()
 
 
 def test_nothing_happens_when_declined(panel, monkeypatch):

@@ -571,12 +571,13 @@ else:
             s = setup_scene(gui, roi_slices=[6])
             assert not ui.segmentButton.enabled  # nothing to segment with
             assert all("openvino" in text or "checkpoint" in text or "download" in text for text in backend_texts(gui).values())
-            calls = []
+            calls, paths = [], []
 
             def pip_install(requirements, **kwargs):  # the stand-in pip: reads its files, "installs" by un-hiding
                 args = requirements.split() if isinstance(requirements, str) else list(requirements)
                 files = {args[i]: Path(args[i + 1]).read_text() for i in range(len(args) - 1) if args[i] in ("-r", "-c")}
                 calls.append(files)
+                paths.append(Path(args[args.index("-c") + 1]))
                 HIDDEN.clear()
 
             slicer.util.pip_install = pip_install
@@ -585,6 +586,7 @@ else:
             assert len(calls) == 1 and "openvino" in calls[0]["-r"]  # what is missing, with
             assert f"numpy=={np.__version__}" in calls[0]["-c"].splitlines()  # what Slicer has, pinned
             assert not [line for line in calls[0]["-c"].splitlines() if line.startswith("openvino=")]
+            assert not paths[0].exists()  # the constraints file went with the install
             assert gui.logic.missingDependencies() == []
             assert not qt.QWidget.isVisible(ui.installDependenciesButton) and ui.dependencyLabel.text == ""
             assert ui.segmentButton.enabled and s.volume is ui.volumeSelector.currentNode()
