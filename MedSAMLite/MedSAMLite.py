@@ -614,22 +614,15 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     def _slices(self, volumeNode, preset):
         """(image key, geometry, what the engine needs to make the slices) of the volume under `preset`.
         Nothing is copied or computed here: the raw voxels go to the engine (see `_upload`)."""
-        from MedSAMLiteLib.geometry import Geometry
+        from MedSAMLiteLib.presets import volume_preset
 
-        imageData = volumeNode.GetImageData()
-        if imageData is None or imageData.GetNumberOfPoints() == 0:
-            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
-        components = imageData.GetNumberOfScalarComponents()
-        isVector = volumeNode.IsA("vtkMRMLVectorVolumeNode")
-        if (isVector and components not in (3, 4)) or (not isVector and components != 1):
-            raise InputError(
-                f"volume '{volumeNode.GetName()}' has {components} components per voxel: only scalar volumes, "
-                "RGB and RGBA images are supported (not 4D or multi-channel data; pick one channel or frame)"
-            )
         matrix = self._ijkToRas(volumeNode)
+        imageData = volumeNode.GetImageData()
         uint8 = imageData.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
-        if preset is None or (isVector and uint8):
-            preset = "none" if isVector or uint8 else "display"  # RGB images are used as they are
+        try:
+            preset = volume_preset(preset, imageData.GetNumberOfScalarComponents(), volumeNode.IsA("vtkMRMLVectorVolumeNode"), uint8)
+        except ValueError as e:
+            raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
         window = None
         if preset == "display":
             display = volumeNode.GetDisplayNode()
@@ -637,15 +630,10 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
                 raise InputError(f"volume '{volumeNode.GetName()}' has no display window/level; choose a preset")
             # a constant volume has a zero window: show it as a step at the level (no error)
             window = (max(float(display.GetWindow()), MIN_WINDOW), float(display.GetLevel()))
-        elif preset == "none" and not uint8:
-            raise InputError(f"volume '{volumeNode.GetName()}': preset 'none' needs 8-bit data; choose another preset")
         volumeKey = (volumeNode.GetID(), imageData.GetMTime())
         key = (volumeKey, tuple(matrix.ravel()), preset, window)
         if self._prepared is None or self._prepared[0] != key:
-            try:
-                geometry = Geometry.from_ijk_to_ras(imageData.GetDimensions(), matrix)
-            except ValueError as e:
-                raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
+            geometry = self._geometry(volumeNode)
             image = dict(volume=volumeKey, size=tuple(imageData.GetDimensions()), ijk_to_ras=matrix.tolist(), preset=preset,
                          window=window, image_key=key)
             self._prepared = (key, geometry, image)
@@ -657,15 +645,31 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _ijkToRas(volumeNode):
+        """The IJK-to-RAS matrix of a volume that has voxels."""
+        imageData = volumeNode.GetImageData()
+        if imageData is None or imageData.GetNumberOfPoints() == 0:
+            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
         matrix = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(matrix)
         return slicer.util.arrayFromVTKMatrix(matrix)
 
+    def _geometry(self, volumeNode):
+        """Where the volume's canonical slices lie (MedSAMLiteLib/geometry.py)."""
+        from MedSAMLiteLib.geometry import Geometry
+
+        matrix = self._ijkToRas(volumeNode)
+        try:
+            return Geometry.from_ijk_to_ras(volumeNode.GetImageData().GetDimensions(), matrix)
+        except ValueError as e:
+            raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
+
     @staticmethod
-    def _worldToVolume(points, volumeNode):
-        """World points -> the volume's own RAS frame (through its parent transforms, linear or not)."""
+    def _worldToVolume(points, volumeNode, inverse=False):
+        """World points -> the volume's own RAS frame (through its parent transforms, linear or not);
+        `inverse`: the volume's RAS -> world."""
+        frames = (None, volumeNode.GetParentTransformNode())
         transform = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volumeNode.GetParentTransformNode(), transform)
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(*(frames[::-1] if inverse else frames), transform)
         return np.array([transform.TransformPoint(*p) for p in points])
 
     def _roiCornersInVolumeRas(self, roiNode, volumeNode):
@@ -682,7 +686,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         mode "auto": 2D when the ROI is one slice thick, else 3D; "2d": the slice through `slicePoint`
         (world RAS; default the ROI's centre) within the ROI's in-plane box; "3d": through the ROI.
         """
-        from MedSAMLiteLib.roi import RoiError, SliceBox, box_from_points
+        from MedSAMLiteLib.roi import RoiError, SliceBox, box_from_points, slice_index
 
         if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
             raise InputError("choose a scalar volume or an RGB image as input volume")
@@ -704,8 +708,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             box = box_from_points(self._roiCornersInVolumeRas(roiNode, volumeNode), geometry)
             if mode == "2d":
                 point = slicePoint if slicePoint is not None else roiNode.GetCenterWorld()
-                z = geometry.world_to_index(self._worldToVolume([point], volumeNode))[0, 0]
-                z = int(np.clip(np.floor(z + 0.5), 0, geometry.shape[0] - 1))
+                z = slice_index(self._worldToVolume([point], volumeNode)[0], geometry)
                 box = SliceBox(box.x0, box.y0, z, box.x1, box.y1, z)
         except RoiError as e:
             raise InputError(f"ROI '{roiNode.GetName()}': {e}") from None
@@ -825,20 +828,9 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     MAX_VIEW_TILT_DEG = 45.0
 
     def _sliceGeometry(self, roiNode, volumeNode):
-        from MedSAMLiteLib.geometry import Geometry
-
         if roiNode is None or volumeNode is None:
             raise InputError("choose a volume and an ROI first")
-        imageData = volumeNode.GetImageData()
-        if imageData is None or imageData.GetNumberOfPoints() == 0:
-            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
-        return Geometry.from_ijk_to_ras(imageData.GetDimensions(), self._ijkToRas(volumeNode))
-
-    @staticmethod
-    def _volumeToWorld(points, volumeNode):
-        transform = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(volumeNode.GetParentTransformNode(), None, transform)
-        return np.array([transform.TransformPoint(*p) for p in points])
+        return self._geometry(volumeNode)
 
     def slicePointInRoi(self, sliceToRas, roiNode, volumeNode):
         """The world point where a slice view's plane (its full SliceToRAS, 4x4) crosses the line through
@@ -846,38 +838,27 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         current slice. The models segment the volume's axial slices (the voxel axis closest to S-I, see
         MedSAMLiteLib/geometry.py): an oblique view picks the slice it crosses at the ROI, and a view more
         than MAX_VIEW_TILT_DEG from them (sagittal, coronal) is refused with one line."""
+        from MedSAMLiteLib.roi import plane_crossing
+
         geometry = self._sliceGeometry(roiNode, volumeNode)
         m = np.asarray(sliceToRas, dtype=float).reshape(4, 4)
         origin, tip = self._worldToVolume([m[:3, 3], m[:3, 3] + m[:3, 2]], volumeNode)
-        normal = (tip - origin) / np.linalg.norm(tip - origin)
         centre = self._worldToVolume([roiNode.GetCenterWorld()], volumeNode)[0]
-        if geometry.shape[0] == 1:
-            return self._volumeToWorld([centre], volumeNode)[0]
-        axis = geometry.affine[:3, 0] / np.linalg.norm(geometry.affine[:3, 0])
-        if abs(float(normal @ axis)) < np.cos(np.radians(self.MAX_VIEW_TILT_DEG)):
+        point = plane_crossing(origin, (tip - origin) / np.linalg.norm(tip - origin), centre, geometry, self.MAX_VIEW_TILT_DEG)
+        if point is None:
             raise InputError("the Red view shows a sagittal or coronal plane of this volume; MedSAMLite segments its "
                              "axial slices: show an axial slice in the Red view")
-        t = float((origin - centre) @ normal) / float(axis @ normal)
-        return self._volumeToWorld([centre + t * axis], volumeNode)[0]
+        return self._worldToVolume([point], volumeNode, inverse=True)[0]
 
     def flattenRoiToSlice(self, roiNode, volumeNode, slicePoint):
         """Make the ROI one slice of the volume thick at `slicePoint` (world RAS; see slicePointInRoi),
         keeping its in-plane extent: the new box is aligned with the volume's slices and covers the
         rows and columns the old one covered (a rotated ROI becomes its bounding box in the slice)."""
+        from MedSAMLiteLib.roi import flat_roi, slice_index
+
         geometry = self._sliceGeometry(roiNode, volumeNode)
-        index = geometry.world_to_index(self._roiCornersInVolumeRas(roiNode, volumeNode))
-        z = geometry.world_to_index(self._worldToVolume([slicePoint], volumeNode))[0, 0]
-        z = float(np.clip(np.floor(z + 0.5), 0, geometry.shape[0] - 1))
-        lo, hi = index[:, 1:].min(axis=0), index[:, 1:].max(axis=0)
-        affine = geometry.affine  # canonical (d, h, w) index -> the volume's RAS
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        axes = affine[:3, :3] / spacing  # unit directions of d, h, w
-        rotation = np.column_stack([axes[:, 2], axes[:, 1], axes[:, 0]])  # ROI x = columns, y = rows, z = slices
-        if np.linalg.det(rotation) < 0:
-            rotation[:, 1] *= -1.0
-        objectToVolume = np.eye(4)
-        objectToVolume[:3, :3] = rotation
-        objectToVolume[:3, 3] = (affine @ np.array([z, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 1.0]))[:3]
+        z = slice_index(self._worldToVolume([slicePoint], volumeNode)[0], geometry)
+        objectToVolume, size = flat_roi(self._roiCornersInVolumeRas(roiNode, volumeNode), z, geometry)
         volumeToRoiParent = vtk.vtkMatrix4x4()
         if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
                 volumeNode.GetParentTransformNode(), roiNode.GetParentTransformNode(), volumeToRoiParent):
@@ -888,7 +869,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         try:
             roiNode.SetCenter(*objectToNode[:3, 3])
             roiNode.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToNode))
-            roiNode.SetSize((hi[1] - lo[1]) * spacing[2], (hi[0] - lo[0]) * spacing[1], 0.5 * spacing[0])
+            roiNode.SetSize(*size)
         finally:
             roiNode.EndModify(wasModifying)
 

@@ -141,3 +141,17 @@ def apply_preset(
     if array.dtype != np.uint8:
         raise ValueError(f"preset 'none' keeps the stored values, but they are {array.dtype}, not uint8")
     return array
+
+
+def volume_preset(preset: str | None, components: int, rgb: bool, uint8: bool) -> str:
+    """The preset a Slicer volume is shown to the models with: `preset`, or for None (automatic) RGB
+    and 8-bit data as stored ("none") and anything else through the display window ("display").
+    ValueError (one line) for data the models cannot take or a preset that cannot apply to it."""
+    if components != 1 and not (rgb and components in (3, 4)):
+        raise ValueError(f"{components} components per voxel: only scalar volumes, RGB and RGBA images are supported "
+                         "(not 4D or multi-channel data; pick one channel or frame)")
+    if preset is None or (rgb and uint8):
+        preset = "none" if rgb or uint8 else "display"  # RGB images are used as they are
+    if preset == "none" and not uint8:
+        raise ValueError("preset 'none' needs 8-bit data; choose another preset")
+    return preset

@@ -87,3 +87,44 @@ def box_from_points(points_ras: np.ndarray, geometry: Geometry) -> SliceBox:
     if x0 == x1 or y0 == y1:
         raise RoiError("the ROI overlaps the volume by less than two pixels in the slice plane")
     return SliceBox(x0, y0, z0, x1, y1, z1)
+
+
+# -- the current slice and an ROI flattened onto it (the Logic maps points in and out of the volume's RAS)
+
+
+def slice_index(point_ras, geometry: Geometry) -> int:
+    """The canonical slice (D) nearest a point in the volume's RAS, clipped to the volume."""
+    z = geometry.world_to_index(np.asarray(point_ras, dtype=float).reshape(1, 3))[0, 0]
+    return int(np.clip(np.floor(z + 0.5), 0, geometry.shape[0] - 1))
+
+
+def plane_crossing(origin, normal, centre, geometry: Geometry, max_tilt_deg: float) -> np.ndarray | None:
+    """Where the plane through `origin` with unit `normal` crosses the line through `centre` along the
+    volume's slicing axis (D), all in the volume's RAS: the slice a view shows at the ROI. None when
+    the plane is more than `max_tilt_deg` from the slices (a sagittal or coronal view of an axial stack)."""
+    centre, normal = np.asarray(centre, dtype=float), np.asarray(normal, dtype=float)
+    if geometry.shape[0] == 1:
+        return centre
+    axis = geometry.affine[:3, 0] / np.linalg.norm(geometry.affine[:3, 0])
+    if abs(float(normal @ axis)) < np.cos(np.radians(max_tilt_deg)):
+        return None
+    return centre + float((np.asarray(origin, dtype=float) - centre) @ normal) / float(axis @ normal) * axis
+
+
+def flat_roi(corners_ras, z: int, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """An ROI one slice thick on slice `z`, aligned with the volume's slices, covering the rows and
+    columns the `corners` (volume RAS) cover (a rotated ROI becomes its bounding box in the slice):
+    (object-to-volume-RAS 4x4 with unit axes, x = columns, y = rows, z = slices; its size in mm)."""
+    index = geometry.world_to_index(np.asarray(corners_ras, dtype=float).reshape(-1, 3))
+    lo, hi = index[:, 1:].min(axis=0), index[:, 1:].max(axis=0)
+    affine = geometry.affine  # canonical (d, h, w) index -> the volume's RAS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    axes = affine[:3, :3] / spacing  # unit directions of d, h, w
+    rotation = np.column_stack([axes[:, 2], axes[:, 1], axes[:, 0]])
+    if np.linalg.det(rotation) < 0:
+        rotation[:, 1] *= -1.0
+    object_to_volume = np.eye(4)
+    object_to_volume[:3, :3] = rotation
+    object_to_volume[:3, 3] = (affine @ np.array([z, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 1.0]))[:3]
+    size = np.array([(hi[1] - lo[1]) * spacing[2], (hi[0] - lo[0]) * spacing[1], 0.5 * spacing[0]])
+    return object_to_volume, size

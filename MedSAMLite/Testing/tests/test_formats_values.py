@@ -4,7 +4,7 @@ import pytest
 
 from MedSAMLiteLib.headless.boxes import read_boxes_csv
 from MedSAMLiteLib.headless.labels import boxes_from_labels
-from MedSAMLiteLib.presets import apply_preset, percentile_clip, window
+from MedSAMLiteLib.presets import apply_preset, percentile_clip, volume_preset, window
 from MedSAMLiteLib.headless.boxes import parse_box
 from MedSAMLiteLib.headless.labels import LabelError
 
@@ -63,6 +63,26 @@ def test_2d_uint8_left_alone_other_2d_clipped():
     assert apply_preset(deep, is_2d=True).max() == 255
     with pytest.raises(ValueError, match="not uint8"):
         apply_preset(deep, preset="none")
+
+
+@pytest.mark.parametrize("preset, components, rgb, uint8, expected", [
+    (None, 1, False, False, "display"),  # a CT: through its display window
+    (None, 1, False, True, "none"),  # 8-bit data as stored
+    (None, 3, True, True, "none"), (None, 4, True, True, "none"),  # RGB, RGBA
+    ("brain", 3, True, True, "none"),  # an RGB image is never windowed
+    ("brain", 1, False, False, "brain"), ("none", 1, False, True, "none"),
+])
+def test_the_preset_a_slicer_volume_gets(preset, components, rgb, uint8, expected):
+    assert volume_preset(preset, components, rgb, uint8) == expected
+
+
+@pytest.mark.parametrize("preset, components, rgb, uint8, message", [
+    (None, 2, True, True, "2 components per voxel"), (None, 3, False, False, "3 components per voxel"),
+    ("none", 1, False, False, "needs 8-bit data"), (None, 3, True, False, "needs 8-bit data"),
+])
+def test_volumes_the_models_cannot_take_are_one_line(preset, components, rgb, uint8, message):
+    with pytest.raises(ValueError, match=message):
+        volume_preset(preset, components, rgb, uint8)
 
 
 def test_boxes_one_per_label_with_source_values():
