@@ -944,8 +944,9 @@ def userAction(what, waitCursor=False):
 
 
 def _oneLine(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    from MedSAMLiteLib import one_line
+
+    return one_line(error)
 
 
 class MedSAMLiteTest(ScriptedLoadableModuleTest):

@@ -31,14 +31,11 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
+from . import one_line
+
 
 class Cancelled(Exception):
     """Raised at the next step of a job whose Cancel arrived."""
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -186,7 +183,7 @@ class Engine:
             self.send("cancelled", job_id)
         except Exception as e:  # noqa: BLE001 - every failure reaches Slicer as one line
             traceback.print_exc(file=sys.stderr)
-            self.send("failed", job_id, _one_line(e))
+            self.send("failed", job_id, one_line(e))
         else:
             self.send("done", job_id, result)
         finally:

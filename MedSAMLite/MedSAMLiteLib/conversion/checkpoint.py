@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import one_line
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read safely or holds no usable weights."""
@@ -100,9 +102,9 @@ def read_checkpoint(path: str | Path) -> object:
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({one_line(e)})") from None
     except (TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
-        raise CheckpointError(f"{path}: malformed checkpoint pickle ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: malformed checkpoint pickle ({one_line(e)})") from None
 
 
 def extract_weights(obj: object) -> dict[str, np.ndarray]:
@@ -144,11 +146,6 @@ def map_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _holds_tensors(obj: Mapping) -> bool:
     return any(isinstance(v, np.ndarray) or (isinstance(v, Mapping) and _holds_tensors(v)) for v in obj.values())
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _unpickle_archive(archive: zipfile.ZipFile, path: Path) -> object:
