@@ -313,12 +313,12 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUndo(self):
         """Take back the last Segment: works with the Segment Editor closed (Slicer's scene undo is off
-        by default); the Logic refuses when a segment it changed was edited since."""
+        by default); the Logic refuses when a voxel it changed was edited since."""
         with userAction("could not undo:"):
             if self.logic.undo():
                 self.ui.statusLabel.text = "The last Segment is undone."
             else:
-                self.ui.statusLabel.text = ("Nothing to undo: no Segment to take back, or its segment was edited since "
+                self.ui.statusLabel.text = ("Nothing to undo: no Segment to take back, or what it wrote was edited since "
                                             "(the Segment Editor's Undo takes back edits).")
 
     def segmentEditorUndoHook(self):
@@ -501,21 +501,6 @@ class SegmentJob:
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
-
-
-class SegmentRun:
-    """One Segment click in progress: the job, its engine task, and the writer that puts its results
-    into the segment (and can take them back)."""
-
-    def __init__(self, job, task, writer):
-        self.job, self.task, self.writer = job, task, writer
-        self.segmentId = job.segmentId
-        self.pending = None  # the final result's slice ranges still to write (None: not started)
-        self.cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
-        self.task.cancel()
 
 
 class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
@@ -737,7 +722,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         LiteMedSAM downloads 39 MB and converts it), so the main thread never waits for it."""
         if self._running is not None and self._running.task.running:
             raise InputError("a segmentation is already running: wait for it or cancel it")
-        from MedSAMLiteLib.slicer_segments import SegmentWriter
+        from MedSAMLiteLib.slicer_segments import SegmentRun, SegmentWriter
 
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
         try:
@@ -759,24 +744,18 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             if run.pending is None and not run.cancelled:
                 partial = task.partial()
                 if partial is not None:
-                    self._write(run, *partial, self._replaced(run, *partial, final=False))
+                    run.write(*partial, run.replaced(*partial, final=False))
                     return False
                 if task.running:
                     return False
                 if task.state == task.DONE:
-                    z0, z1 = self._replaced(run, *task.result["mask"], final=True)
-                    run.pending = [(z, min(z + self.WRITE_SLICES, z1 + 1) - 1) for z in range(z0, z1 + 1, self.WRITE_SLICES)]
-            if run.pending and not run.cancelled:
-                t0 = time.perf_counter()
-                self._write(run, *task.result["mask"], run.pending.pop(0))
-                while run.pending and time.perf_counter() - t0 < self.WRITE_BUDGET_S:
-                    self._write(run, *task.result["mask"], run.pending.pop(0))
-                if run.pending:
-                    return False
+                    run.plan(self.WRITE_SLICES)
+            if run.pending and not run.cancelled and not run.writePending(self.WRITE_BUDGET_S):
+                return False
         except Exception as e:  # a failed write: nothing of the run stays
             run.cancel()
             self._running = None
-            self._restore(run)
+            run.restore()
             raise InputError(f"writing the segment failed: {_oneLine(e)}") from None
         self._running = None
         if task.state == task.DONE and not run.cancelled:
@@ -784,7 +763,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
             self.lastStatus = task.result["status"]
             return True
-        self._restore(run)
+        run.restore()
         if run.cancelled:
             self.lastStatus = "cancelled: the segment is unchanged"
         elif task.state == task.FAILED:
@@ -879,45 +858,10 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     WRITE_SLICES = 8  # slices of a final result per write
     WRITE_BUDGET_S = 0.05  # main-thread time per poll for writing a final result
 
-    @staticmethod
-    def _replaced(run, crop, origin, final):
-        """The slices (z0, z1) a result replaces: a 2D result its slice, a final 3D result the ROI's
-        slices and any the mask reaches (the segment elsewhere is kept), a partial result the slices
-        it has (None when it has none)."""
-        job = run.job
-        z, depth = origin[0], crop.shape[0]
-        if job.is2d:
-            return job.box.z0, job.box.z0
-        if final:
-            return (min(job.box.z0, z), max(job.box.z1, z + depth - 1)) if depth else (job.box.z0, job.box.z1)
-        return (z, z + depth - 1) if depth else None
-
-    @staticmethod
-    def _write(run, crop, origin, slices):
-        """Slices `slices` (z0, z1) of the segment become the engine's mask crop (canonical (d, h, w) at
-        `origin` (z, y, x)) there, through the run's writer: sized by those slices, never the volume."""
-        if slices is None:
-            return
-        job = run.job
-        (z0, z1), (z, y, x) = slices, origin
-        slab = np.zeros((z1 - z0 + 1, *job.geometry.shape[1:]), dtype=np.uint8)
-        a, b = max(z, z0), min(z + crop.shape[0], z1 + 1)
-        if a < b:
-            slab[a - z0 : b - z0, y : y + crop.shape[1], x : x + crop.shape[2]] = crop[a - z : b - z]
-        extent, voxels = job.geometry.crop_to_source(slab, (z0, 0, 0))
-        run.writer.write(extent, voxels)
-        run.segmentId = run.writer.segmentId
-
-    @staticmethod
-    def _restore(run):
-        """Every segment the run touched back as before (a segment it created is removed)."""
-        run.writer.restore()
-        run.segmentId = run.job.segmentId
-
     def undo(self):
-        """Take back the last finished Segment (every segment it changed) with the scene's undo off and
-        the Segment Editor closed; True if done. Refused (False, nothing changed) when nothing is left
-        to undo or a changed segment was edited since."""
+        """Take back the last finished Segment (the voxels it changed, in every segment; later edits
+        elsewhere stay) with the scene's undo off and the Segment Editor closed; True if done. Refused
+        (False, nothing changed) when nothing is left to undo or one of those voxels was edited since."""
         if not self._finished or not self._finished[-1].undoable():
             return False
         return self._finished.pop().undo()

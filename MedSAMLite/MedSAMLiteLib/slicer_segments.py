@@ -17,6 +17,8 @@ parent transforms; a non-linear transform between them is refused.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import slicer
 import vtk
@@ -427,3 +429,60 @@ class SegmentWriter:
         self._putBack(keepLater=True)
         self._after = None
         return True
+
+
+class SegmentRun:
+    """One Segment click in progress (main thread): the job read from MRML, its engine task, and the
+    SegmentWriter that puts the engine's mask crops (canonical (d, h, w) at `origin` (z, y, x)) into
+    the segment over the slices they replace, never the volume, and can take them back."""
+
+    def __init__(self, job, task, writer):
+        self.job, self.task, self.writer = job, task, writer
+        self.segmentId = job.segmentId
+        self.pending = None  # the final result's slice ranges still to write (None: not started)
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+        self.task.cancel()
+
+    def replaced(self, crop, origin, final):
+        """The slices (z0, z1) a result replaces: a 2D result its slice, a final 3D result the ROI's
+        slices and any the mask reaches (the segment elsewhere is kept), a partial result the slices
+        it has (None when it has none)."""
+        box, z, depth = self.job.box, origin[0], crop.shape[0]
+        if self.job.is2d:
+            return box.z0, box.z0
+        if final:
+            return (min(box.z0, z), max(box.z1, z + depth - 1)) if depth else (box.z0, box.z1)
+        return (z, z + depth - 1) if depth else None
+
+    def write(self, crop, origin, slices):
+        """Slices `slices` (z0, z1) of the segment become the mask crop there (None: nothing to write)."""
+        if slices is None:
+            return
+        (z0, z1), (z, y, x) = slices, origin
+        slab = np.zeros((z1 - z0 + 1, *self.job.geometry.shape[1:]), dtype=np.uint8)
+        a, b = max(z, z0), min(z + crop.shape[0], z1 + 1)
+        if a < b:
+            slab[a - z0 : b - z0, y : y + crop.shape[1], x : x + crop.shape[2]] = crop[a - z : b - z]
+        self.writer.write(*self.job.geometry.crop_to_source(slab, (z0, 0, 0)))
+        self.segmentId = self.writer.segmentId
+
+    def plan(self, step):
+        """The final result's slices to write, `step` slices at a time (`writePending`)."""
+        z0, z1 = self.replaced(*self.task.result["mask"], final=True)
+        self.pending = [(z, min(z + step, z1 + 1) - 1) for z in range(z0, z1 + 1, step)]
+
+    def writePending(self, seconds):
+        """Write planned slices for about `seconds` (one step at least); True when none are left."""
+        t0 = time.perf_counter()
+        self.write(*self.task.result["mask"], self.pending.pop(0))
+        while self.pending and time.perf_counter() - t0 < seconds:
+            self.write(*self.task.result["mask"], self.pending.pop(0))
+        return not self.pending
+
+    def restore(self):
+        """Every segment the run touched back as before (a segment it created is removed)."""
+        self.writer.restore()
+        self.segmentId = self.job.segmentId
