@@ -22,13 +22,13 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-PRESETS = ("display", "abdomen", "lung", "brain", "mediastinum", "bone", "mr", "none")
 PRESET_LABELS = {
     "auto": "Auto (window/level; RGB and 8-bit as they are)", "display": "Current window/level",
     "abdomen": "CT abdomen (W400/L40)", "lung": "CT lung (W1500/L-600)", "brain": "CT brain (W80/L40)",
     "mediastinum": "CT mediastinum (W350/L50)", "bone": "CT bone (W1800/L400)",
     "mr": "MR (0.5-99.5 percentiles)", "none": "None (8-bit data as stored)",
 }
+PRESETS = tuple(name for name in PRESET_LABELS if name != "auto")  # "auto": preset None
 MODE_LABELS = {"auto": "Auto (by ROI thickness)", "2d": "2D (current slice)", "3d": "3D (through the ROI)"}
 DEFAULT_BACKEND = "litemedsam"
 # 3D propagation stops after this many consecutive empty slices in each direction (0 = never, as the
@@ -82,17 +82,10 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.prefetchTask = None
         self._parameterNode = None
         self._roiObserved = None
-        self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(self.POLL_MS)
-        self.pollTimer.connect("timeout()", self.onPoll)
-        self.prefetchTimer = qt.QTimer()
-        self.prefetchTimer.setSingleShot(True)
-        self.prefetchTimer.setInterval(500)  # wait until the user stops dragging the ROI
-        self.prefetchTimer.connect("timeout()", self.onPrefetch)
+        self.pollTimer = self._timer(self.POLL_MS, self.onPoll)
+        self.prefetchTimer = self._timer(500, self.onPrefetch, singleShot=True)  # once the user stops dragging the ROI
         self.modelTask = None
-        self.modelTimer = qt.QTimer()
-        self.modelTimer.setInterval(self.POLL_MS)
-        self.modelTimer.connect("timeout()", self.onModelPoll)
+        self.modelTimer = self._timer(self.POLL_MS, self.onModelPoll)
 
         for name, label in PRESET_LABELS.items():
             self.ui.presetComboBox.addItem(label, name)
@@ -121,6 +114,14 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateDependencies()
         self.initializeParameterNode()
+
+    @staticmethod
+    def _timer(ms, slot, singleShot=False):
+        timer = qt.QTimer()
+        timer.setInterval(ms)
+        timer.setSingleShot(singleShot)
+        timer.connect("timeout()", slot)
+        return timer
 
     def cleanup(self):
         """The module goes away (Reload, application exit): stop everything, and delete this panel's
@@ -349,18 +350,11 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run is None:
             return
         run.cancel()
-        deadline = time.monotonic() + (self.CANCEL_WAIT_S if restore else 0.0)
-        while restore:
-            try:
-                if self.logic.poll(run):
-                    break
-            except Exception as e:  # noqa: BLE001 - the run is over; say why in the log only
-                logging.warning(f"MedSAMLite: {_oneLine(e)}")
-                break
-            if time.monotonic() > deadline:
+        try:
+            if restore and not self.logic.wait(run, self.CANCEL_WAIT_S):
                 logging.warning("MedSAMLite: the cancelled segmentation did not stop in time; its segment may keep a partial result")
-                break
-            time.sleep(0.05)
+        except Exception as e:  # noqa: BLE001 - the run is over; say why in the log only
+            logging.warning(f"MedSAMLite: {_oneLine(e)}")
         self.updateButtons()
 
     # -- prefetch ----------------------------------------------------------------------------------------
@@ -785,9 +779,17 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """
         run = self.startSegment(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint,
                                 emptySliceLimit, zoom)
-        while not self.poll(run):
-            run.task.wait(0.05)
+        self.wait(run)
         return run.segmentId
+
+    def wait(self, run, timeout=None):
+        """`poll` the run until it is over (True) or `timeout` seconds have passed (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll(run):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            run.task.wait(0.05)
+        return True
 
     def startPrefetch(self, volumeNode, roiNode, backend=DEFAULT_BACKEND, preset=None):
         """Encode the ROI's slices in the engine (middle first), so that Segment finds them cached: a task

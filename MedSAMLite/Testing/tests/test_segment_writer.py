@@ -356,16 +356,22 @@ def _paint(segmentation, segment_id, volume, where):
     slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, segment_id, volume)
 
 
-def test_undo_of_a_created_segment_keeps_paint_added_outside_what_the_run_wrote(scene):
+@pytest.mark.parametrize("after", ["undo", "cancel"])
+def test_a_created_segment_keeps_paint_added_outside_what_the_run_wrote(scene, after):
+    """Paint added to the run's new segment after the run (then Undo) or during it (then Cancel)
+    stays, in that segment; the run's voxels go."""
     volume = _volume()
     segmentation, _ = _segmentation(volume)
     writer = SegmentWriter(segmentation, None, volume)
-    run = _box(slice(2, 5), slice(2, 8), slice(2, 8))
-    _write(writer, run, 0, 11)
-    writer.finish()
+    _write(writer, _box(slice(2, 5), slice(2, 8), slice(2, 8)), 0, 11)
+    if after == "undo":
+        writer.finish()
     paint = _box(9, slice(20, 25), slice(30, 35))  # far from the run's voxels
     _paint(segmentation, writer.segmentId, volume, paint)
-    assert writer.undo()
+    if after == "undo":
+        assert writer.undo()
+    else:
+        writer.restore()
     assert segmentation.GetSegmentation().GetSegment(writer.segmentId) is not None, "the paint went with the segment"
     np.testing.assert_array_equal(_read(segmentation, writer.segmentId, volume), paint)
 
@@ -390,18 +396,6 @@ def test_undo_of_a_created_segment_nobody_edited_removes_it(scene):
     writer.finish()
     assert writer.undo()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
-
-
-def test_cancel_of_a_created_segment_keeps_paint_added_during_the_run(scene):
-    volume = _volume()
-    segmentation, _ = _segmentation(volume)
-    writer = SegmentWriter(segmentation, None, volume)
-    run = _box(slice(2, 5), slice(2, 8), slice(2, 8))
-    _write(writer, run, 2, 2)
-    paint = _box(9, slice(20, 25), slice(30, 35))
-    _paint(segmentation, writer.segmentId, volume, paint)
-    writer.restore()
-    np.testing.assert_array_equal(_read(segmentation, writer.segmentId, volume), paint)
 
 
 def test_undo_keeps_an_edit_between_the_voxels_the_run_wrote(scene):
