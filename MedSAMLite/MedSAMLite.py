@@ -929,10 +929,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
     def roiAroundMask(mask, volumeNode, name="ROI"):
         """A Markups ROI around the non-zero voxels of `mask` (k, j, i) of the volume."""
         k, j, i = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        m = slicer.util.arrayFromVTKMatrix(ijkToRas)
-        corners = np.array([[i[0], j[0], k[0], 1.0], [i[-1], j[-1], k[-1], 1.0]]) @ m.T
+        corners = np.array([[i[0], j[0], k[0], 1.0], [i[-1], j[-1], k[-1], 1.0]]) @ MedSAMLiteLogic._ijkToRas(volumeNode).T
         lo, hi = corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
         roi.SetCenter(*((lo + hi) / 2))
@@ -973,9 +970,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
         volume, reference = self._loadTestVolume()
         roi = self.roiAroundMask(reference, volume)
         logic = MedSAMLiteLogic()
-        ijkToRas = vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(ijkToRas)
-        logic.flattenRoiToSlice(roi, volume, ijkToRas.MultiplyPoint((0, 0, 6, 1))[:3])
+        logic.flattenRoiToSlice(roi, volume, (logic._ijkToRas(volume) @ (0, 0, 6, 1))[:3])
         segmentation, other, otherMask = self._segmentationWithAnotherSegment(volume)
         segmentId = logic.segment(volume, roi, segmentation, preset="brain")
         result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
