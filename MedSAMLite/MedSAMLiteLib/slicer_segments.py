@@ -8,7 +8,8 @@ in place in that layer where it covers the extent (then the layer is marked modi
 `vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment` (MIN to clear, MASK to fill), the calls
 the Segment Editor's effects use. No temporary labelmap node, no whole-volume array. One cost is
 Slicer's and sized by a layer: a result that must overlap another segment of the target's shared
-layer makes Slicer move the target into a layer of its own (once per segment).
+layer makes Slicer move the target into a layer of its own (once per segment). `SegmentRun` feeds one
+Segment click's results from the engine to its `SegmentWriter`, a few slices per call.
 
 Coordinates: extents and arrays are in the volume's IJK grid, (i0, i1, j0, j1, k0, k1) inclusive and
 arrays in (k, j, i) order like `slicer.util.arrayFromVolume`. They are mapped into the segmentation's
