@@ -261,7 +261,8 @@ class Engine:
             progress(n)
 
         mask = segmenter.segment_3d(box.xyz, progress=counted, stop_after_empty=emptySliceLimit)
-        return {"mask": crop(mask), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"}
+        # propagation stays within the box's slices: look for the mask there only
+        return {"mask": _shift(crop(mask[box.z0 : box.z1 + 1]), box.z0), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"}
 
     def do_prefetch(self, job_id, backend, image, slices):
         """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;
@@ -313,7 +314,7 @@ class Engine:
 
 
 def _shift(cropped, z: int):
-    """A crop of a one-slice mask (1, H, W) placed at slice z."""
+    """A crop of a slab of masks starting at slice z, placed in the whole volume."""
     mask, (dz, y, x) = cropped
     return mask, (z + dz, y, x)
 
