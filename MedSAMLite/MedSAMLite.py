@@ -575,10 +575,6 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """The engine checks, converts and installs a checkpoint file for `backend`; a task to poll or cancel."""
         return self.engine().submit("import", name=backend, path=str(path))
 
-    def importCheckpoint(self, backend, path):
-        """startImportCheckpoint, waited for; the installed file's path."""
-        return self._call("import", name=backend, path=str(path))
-
     @staticmethod
     def cacheFolder():
         from MedSAMLiteLib.model_store import home

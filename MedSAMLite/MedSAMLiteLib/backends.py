@@ -6,7 +6,6 @@ talks to it in numpy only.
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ class OpenVINOBackend:
 
     The precision hint is always explicit: the CPU plugin would otherwise pick bf16 on CPUs that
     have it. `cache_dir` is OpenVINO's compiled-model cache: later start-ups load compiled blobs.
-    An infer request serves one call at a time: a lock lets the panel's prefetch and a Segment
-    share the backend from two threads.
     """
 
     def __init__(self, name: str, profile: Profile, encoder_xml: Path, decoder_xml: Path, precision: str = "f32",
@@ -53,7 +50,6 @@ class OpenVINOBackend:
         self.name, self.profile, self.precision = name, profile, precision
         self.identity = identity  # which weights (and converter): part of every cached embedding's key
         self.stats = BackendStats()
-        self._lock = threading.Lock()
         self._encode = core.compile_model(str(encoder_xml), "CPU", config).create_infer_request()
         decoder = core.read_model(str(decoder_xml))
         self._decode = core.compile_model(decoder, "CPU", config).create_infer_request()
@@ -66,9 +62,8 @@ class OpenVINOBackend:
         """(1, 3, S, S) float32 -> embedding (1, 256, 64, 64) float32, a copy the caller owns
         (the request reuses its output buffer: caching the buffer itself would alias slices)."""
         t0 = time.perf_counter()
-        with self._lock:
-            self._encode.infer({0: np.ascontiguousarray(image, dtype=np.float32)})
-            emb = self._encode.get_output_tensor(0).data.copy()
+        self._encode.infer({0: np.ascontiguousarray(image, dtype=np.float32)})
+        emb = self._encode.get_output_tensor(0).data.copy()
         self.stats.encoder_calls += 1
         self.stats.encoder_seconds += time.perf_counter() - t0
         return emb
@@ -78,9 +73,8 @@ class OpenVINOBackend:
         t0 = time.perf_counter()
         boxes = np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4))
         request = self._decode_one if len(boxes) == 1 else self._decode
-        with self._lock:
-            request.infer({0: np.ascontiguousarray(embedding, dtype=np.float32), 1: boxes})
-            logits = request.get_output_tensor(0).data.copy()
+        request.infer({0: np.ascontiguousarray(embedding, dtype=np.float32), 1: boxes})
+        logits = request.get_output_tensor(0).data.copy()
         self.stats.decoder_calls += 1
         self.stats.boxes_decoded += len(boxes)
         self.stats.decoder_seconds += time.perf_counter() - t0

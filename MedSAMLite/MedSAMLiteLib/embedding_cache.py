@@ -25,7 +25,7 @@ def default_bytes() -> int:
 
 
 class EmbeddingCache:
-    """Thread-safe LRU of numpy embeddings with a byte budget (the panel's prefetch writes from a worker)."""
+    """Thread-safe LRU of numpy embeddings with a byte budget."""
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = default_bytes() if max_bytes is None else int(max_bytes)
