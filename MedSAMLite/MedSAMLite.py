@@ -15,6 +15,8 @@ import qt
 import slicer
 import vtk
 from slicer.util import VTKObservationMixin
+from MedSAMLiteLib.mrml import inputs
+from MedSAMLiteLib.mrml.inputs import InputError
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -35,7 +37,6 @@ DEFAULT_BACKEND = "litemedsam"
 # published pipelines): beyond a structure's end the model sees nothing, and going on only costs time.
 DEFAULT_EMPTY_SLICE_LIMIT = 3
 DEPENDENCIES = {"openvino": "openvino", "cv2": "opencv-python-headless"}  # import name -> pip name
-MIN_WINDOW = 1e-6  # a zero display window (a constant volume) is used as a step at the level
 
 
 class MedSAMLite(ScriptedLoadableModule):
@@ -486,10 +487,6 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshBackends()
 
 
-class InputError(ValueError):
-    """Bad input from the user (node types, ROI placement, data shape): shown as one line."""
-
-
 class SegmentJob:
     """Everything a segmentation needs, read from MRML on the main thread; the engine needs no MRML."""
 
@@ -585,74 +582,18 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """Delete the converted models (the engine lets go of its compiled ones first)."""
         return self._call("clear_cache")
 
-    # -- reading MRML (main thread) -------------------------------------------------------------------
+    # -- reading MRML (main thread; MedSAMLiteLib/mrml/inputs.py) -------------------------------------
     def _slices(self, volumeNode, preset):
-        """(image key, geometry, what the engine needs to make the slices) of the volume under `preset`.
-        Nothing is copied or computed here: the raw voxels go to the engine (see `_upload`)."""
-        from MedSAMLiteLib.presets import volume_preset
-
-        matrix = self._ijkToRas(volumeNode)
-        imageData = volumeNode.GetImageData()
-        uint8 = imageData.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
-        try:
-            preset = volume_preset(preset, imageData.GetNumberOfScalarComponents(), volumeNode.IsA("vtkMRMLVectorVolumeNode"), uint8)
-        except ValueError as e:
-            raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
-        window = None
-        if preset == "display":
-            display = volumeNode.GetDisplayNode()
-            if display is None or not hasattr(display, "GetWindow"):
-                raise InputError(f"volume '{volumeNode.GetName()}' has no display window/level; choose a preset")
-            # a constant volume has a zero window: show it as a step at the level (no error)
-            window = (max(float(display.GetWindow()), MIN_WINDOW), float(display.GetLevel()))
-        volumeKey = (volumeNode.GetID(), imageData.GetMTime())
-        key = (volumeKey, tuple(matrix.ravel()), preset, window)
+        """(image key, geometry, what the engine needs to make the slices) of the volume under `preset`,
+        kept while the volume state is the same. Nothing is copied or computed here (see `_upload`)."""
+        key, image = inputs.volume_image(volumeNode, preset)
         if self._prepared is None or self._prepared[0] != key:
-            geometry = self._geometry(volumeNode)
-            image = dict(volume=volumeKey, size=tuple(imageData.GetDimensions()), ijk_to_ras=matrix.tolist(), preset=preset,
-                         window=window, image_key=key)
-            self._prepared = (key, geometry, image)
+            self._prepared = (key, inputs.geometry(volumeNode), image)
         return self._prepared
 
     def _upload(self, job):
         """The volume state's raw voxels in shared memory for the engine (copied once, off the main thread)."""
         return self.engine().upload(job.image["volume"], slicer.util.arrayFromVolume(job.volumeNode))
-
-    @staticmethod
-    def _ijkToRas(volumeNode):
-        """The IJK-to-RAS matrix of a volume that has voxels."""
-        imageData = volumeNode.GetImageData()
-        if imageData is None or imageData.GetNumberOfPoints() == 0:
-            raise InputError(f"volume '{volumeNode.GetName()}' has no voxels")
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        return slicer.util.arrayFromVTKMatrix(matrix)
-
-    def _geometry(self, volumeNode):
-        """Where the volume's canonical slices lie (MedSAMLiteLib/geometry.py)."""
-        from MedSAMLiteLib.geometry import Geometry
-
-        matrix = self._ijkToRas(volumeNode)
-        try:
-            return Geometry.from_ijk_to_ras(volumeNode.GetImageData().GetDimensions(), matrix)
-        except ValueError as e:
-            raise InputError(f"volume '{volumeNode.GetName()}': {e}") from None
-
-    @staticmethod
-    def _worldToVolume(points, volumeNode, inverse=False):
-        """World points -> the volume's own RAS frame (through its parent transforms, linear or not);
-        `inverse`: the volume's RAS -> world."""
-        frames = (None, volumeNode.GetParentTransformNode())
-        transform = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(*(frames[::-1] if inverse else frames), transform)
-        return np.array([transform.TransformPoint(*p) for p in points])
-
-    def _roiCornersInVolumeRas(self, roiNode, volumeNode):
-        """The ROI's 8 corners (its object frame is centred on it), in the volume's RAS."""
-        from MedSAMLiteLib.roi import roi_corners
-
-        corners = roi_corners((0.0, 0.0, 0.0), roiNode.GetSize(), slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix()))
-        return self._worldToVolume(corners, volumeNode)
 
     def prepare(self, volumeNode, roiNode, segmentationNode=None, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                 mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False, needSegmentation=True):
@@ -661,32 +602,15 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         mode "auto": 2D when the ROI is one slice thick, else 3D; "2d": the slice through `slicePoint`
         (world RAS; default the ROI's centre) within the ROI's in-plane box; "3d": through the ROI.
         """
-        from MedSAMLiteLib.roi import RoiError, SliceBox, box_from_points, slice_index
-
-        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
-            raise InputError("choose a scalar volume or an RGB image as input volume")
-        if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-            raise InputError("the input is a labelmap; choose the image volume")
-        if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
-            raise InputError("place an ROI box (a Markups ROI) around the structure")
-        if needSegmentation:
-            if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
-                raise InputError("choose or create a segmentation for the result")
-            if segmentId and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-                raise InputError(f"segment '{segmentId}' is not in segmentation '{segmentationNode.GetName()}'")
+        inputs.check_nodes(volumeNode, roiNode, segmentationNode, segmentId, needSegmentation)
         if preset is not None and preset not in PRESETS:
             raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         if mode not in MODE_LABELS:
             raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(MODE_LABELS)}")
         imageKey, geometry, image = self._slices(volumeNode, preset)
-        try:
-            box = box_from_points(self._roiCornersInVolumeRas(roiNode, volumeNode), geometry)
-            if mode == "2d":
-                point = slicePoint if slicePoint is not None else roiNode.GetCenterWorld()
-                z = slice_index(self._worldToVolume([point], volumeNode)[0], geometry)
-                box = SliceBox(box.x0, box.y0, z, box.x1, box.y1, z)
-        except RoiError as e:
-            raise InputError(f"ROI '{roiNode.GetName()}': {e}") from None
+        if mode == "2d":
+            slicePoint = slicePoint if slicePoint is not None else roiNode.GetCenterWorld()
+        box = inputs.roi_box(roiNode, volumeNode, geometry, slicePoint if mode == "2d" else None)
         return SegmentJob(volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId,
                           backend=backend, imageKey=imageKey, image=image, geometry=geometry, box=box,
                           is2d=box.is_2d if mode == "auto" else mode == "2d", emptySliceLimit=emptySliceLimit, zoom=zoom)
@@ -712,7 +636,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         LiteMedSAM downloads 39 MB and converts it), so the main thread never waits for it."""
         if self._running is not None and self._running.task.running:
             raise InputError("a segmentation is already running: wait for it or cancel it")
-        from MedSAMLiteLib.slicer_segments import SegmentRun, SegmentWriter
+        from MedSAMLiteLib.mrml.segments import SegmentRun, SegmentWriter
 
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
         try:
@@ -767,7 +691,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         (a new segment named after the backend when None); returns the segment ID. Blocks until done.
 
         A 2D result replaces the segment on its slice, a 3D result on the ROI's slices; the rest of
-        the segment is kept (MedSAMLiteLib/slicer_segments.py writes only the extent that changes).
+        the segment is kept (MedSAMLiteLib/mrml/segments.py writes only the extent that changes).
         The ROI may be rotated; volume, ROI and segmentation may sit under transforms. `preset` None =
         automatic (RGB and 8-bit data as they are, anything else with the volume's window/level).
         `mode` auto/2d/3d, `emptySliceLimit` (3D stops after that many empty slices; 0 = never) and
@@ -801,54 +725,18 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit("prefetch", upload=self._upload(job), total=len(order), backend=backend, image=job.image,
                                     slices=order)
 
-    # A slice view more than this far from the volume's slicing axis shows no slice the models segment.
-    MAX_VIEW_TILT_DEG = 45.0
+    @staticmethod
+    def slicePointInRoi(sliceToRas, roiNode, volumeNode):
+        """The world point where a slice view's plane (its SliceToRAS, 4x4) crosses the line through the
+        ROI's centre along the volume's slicing axis: "the current slice" of 2D mode and of ROI on current
+        slice. A view far from the volume's axial slices (sagittal, coronal) is refused with one line."""
+        return inputs.slice_point_in_roi(sliceToRas, roiNode, volumeNode)
 
-    def _sliceGeometry(self, roiNode, volumeNode):
-        if roiNode is None or volumeNode is None:
-            raise InputError("choose a volume and an ROI first")
-        return self._geometry(volumeNode)
-
-    def slicePointInRoi(self, sliceToRas, roiNode, volumeNode):
-        """The world point where a slice view's plane (its full SliceToRAS, 4x4) crosses the line through
-        the ROI's centre along the volume's slicing axis: "the current slice" of 2D mode and of ROI on
-        current slice. The models segment the volume's axial slices (the voxel axis closest to S-I, see
-        MedSAMLiteLib/geometry.py): an oblique view picks the slice it crosses at the ROI, and a view more
-        than MAX_VIEW_TILT_DEG from them (sagittal, coronal) is refused with one line."""
-        from MedSAMLiteLib.roi import plane_crossing
-
-        geometry = self._sliceGeometry(roiNode, volumeNode)
-        m = np.asarray(sliceToRas, dtype=float).reshape(4, 4)
-        origin, tip = self._worldToVolume([m[:3, 3], m[:3, 3] + m[:3, 2]], volumeNode)
-        centre = self._worldToVolume([roiNode.GetCenterWorld()], volumeNode)[0]
-        point = plane_crossing(origin, (tip - origin) / np.linalg.norm(tip - origin), centre, geometry, self.MAX_VIEW_TILT_DEG)
-        if point is None:
-            raise InputError("the Red view shows a sagittal or coronal plane of this volume; MedSAMLite segments its "
-                             "axial slices: show an axial slice in the Red view")
-        return self._worldToVolume([point], volumeNode, inverse=True)[0]
-
-    def flattenRoiToSlice(self, roiNode, volumeNode, slicePoint):
+    @staticmethod
+    def flattenRoiToSlice(roiNode, volumeNode, slicePoint):
         """Make the ROI one slice of the volume thick at `slicePoint` (world RAS; see slicePointInRoi),
-        keeping its in-plane extent: the new box is aligned with the volume's slices and covers the
-        rows and columns the old one covered (a rotated ROI becomes its bounding box in the slice)."""
-        from MedSAMLiteLib.roi import flat_roi, slice_index
-
-        geometry = self._sliceGeometry(roiNode, volumeNode)
-        z = slice_index(self._worldToVolume([slicePoint], volumeNode)[0], geometry)
-        objectToVolume, size = flat_roi(self._roiCornersInVolumeRas(roiNode, volumeNode), z, geometry)
-        volumeToRoiParent = vtk.vtkMatrix4x4()
-        if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-                volumeNode.GetParentTransformNode(), roiNode.GetParentTransformNode(), volumeToRoiParent):
-            raise InputError("the volume and the ROI are related by a non-linear transform; harden it first")
-        objectToNode = slicer.util.arrayFromVTKMatrix(volumeToRoiParent) @ objectToVolume
-        objectToNode[:3, :3] /= np.linalg.norm(objectToNode[:3, :3], axis=0)
-        wasModifying = roiNode.StartModify()
-        try:
-            roiNode.SetCenter(*objectToNode[:3, 3])
-            roiNode.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToNode))
-            roiNode.SetSize(*size)
-        finally:
-            roiNode.EndModify(wasModifying)
+        keeping its in-plane extent (a rotated ROI becomes its bounding box in the slice)."""
+        inputs.flatten_roi_to_slice(roiNode, volumeNode, slicePoint)
 
     # -- writing MRML (main thread) -------------------------------------------------------------------
     UNDO_STEPS = 10
@@ -925,7 +813,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
     def roiAroundMask(mask, volumeNode, name="ROI"):
         """A Markups ROI around the non-zero voxels of `mask` (k, j, i) of the volume."""
         k, j, i = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-        corners = np.array([[i[0], j[0], k[0], 1.0], [i[-1], j[-1], k[-1], 1.0]]) @ MedSAMLiteLogic._ijkToRas(volumeNode).T
+        corners = np.array([[i[0], j[0], k[0], 1.0], [i[-1], j[-1], k[-1], 1.0]]) @ inputs.ijk_to_ras(volumeNode).T
         lo, hi = corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
         roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
         roi.SetCenter(*((lo + hi) / 2))
@@ -966,7 +854,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
         volume, reference = self._loadTestVolume()
         roi = self.roiAroundMask(reference, volume)
         logic = MedSAMLiteLogic()
-        logic.flattenRoiToSlice(roi, volume, (logic._ijkToRas(volume) @ (0, 0, 6, 1))[:3])
+        logic.flattenRoiToSlice(roi, volume, (inputs.ijk_to_ras(volume) @ (0, 0, 6, 1))[:3])
         segmentation, other, otherMask = self._segmentationWithAnotherSegment(volume)
         segmentId = logic.segment(volume, roi, segmentation, preset="brain")
         result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0

@@ -1,5 +1,5 @@
 """Main-thread time of writing a result into a segment on a real-size CT (400 x 512 x 512 int16), on
-slicer-core (real MRML): SegmentWriter (MedSAMLiteLib/slicer_segments.py, extent-limited) against the
+slicer-core (real MRML): SegmentWriter (MedSAMLiteLib/mrml/segments.py, extent-limited) against the
 whole-volume read + write the Logic used before (slicer.util's array round trip through a temporary
 labelmap node).
 
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     import slicer
-    from MedSAMLiteLib.slicer_segments import SegmentWriter
+    from MedSAMLiteLib.mrml.segments import SegmentWriter
 
     volume, segmentation, target = build()
     editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")

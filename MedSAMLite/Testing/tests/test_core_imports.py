@@ -1,6 +1,7 @@
 """The core (MedSAMLiteLib) runs in Slicer on numpy, openvino, opencv and SimpleITK only: never torch,
 slicer or qt. (headless/samples.py builds demo and test data and may use scipy and scikit-image;
-slicer_segments.py is the Slicer-side segment reader/writer, the one module that may import slicer and vtk.)"""
+the subpackage mrml/ is the Slicer side (MRML inputs in, segments out), the one part that may import slicer
+and vtk.)"""
 import ast
 import pkgutil
 import subprocess
@@ -11,21 +12,25 @@ import MedSAMLiteLib
 
 ALLOWED = {"numpy", "openvino", "cv2", "SimpleITK"}
 DATA_ONLY = {"MedSAMLiteLib.headless.samples"}  # demo/test data builders
-SLICER_SIDE = {"MedSAMLiteLib.slicer_segments": {"slicer", "vtk"}}  # imported by the Logic only, in Slicer
+SLICER_SIDE = "MedSAMLiteLib.mrml"  # this subpackage may import slicer and vtk too; imported by the Logic only, in Slicer
+
+
+def _slicer_side(module):
+    return module == SLICER_SIDE or module.startswith(SLICER_SIDE + ".")
 
 
 def _modules():
-    return [m.name for m in pkgutil.walk_packages(MedSAMLiteLib.__path__, "MedSAMLiteLib.") if m.name not in DATA_ONLY | set(SLICER_SIDE)]
+    return [m.name for m in pkgutil.walk_packages(MedSAMLiteLib.__path__, "MedSAMLiteLib.") if m.name not in DATA_ONLY and not _slicer_side(m.name)]
 
 
 def test_every_import_statement_names_an_allowed_package():
     root = Path(MedSAMLiteLib.__file__).parent
     bad = []
     for path in root.rglob("*.py"):
-        module = ".".join(("MedSAMLiteLib", *path.relative_to(root).with_suffix("").parts))
+        module = ".".join(("MedSAMLiteLib", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
         if module in DATA_ONLY:
             continue
-        allowed = ALLOWED | SLICER_SIDE.get(module, set())
+        allowed = ALLOWED | ({"slicer", "vtk"} if _slicer_side(module) else set())
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
@@ -45,7 +50,7 @@ def test_importing_the_whole_core_loads_no_torch_slicer_or_qt():
     assert run.stdout.strip() == "[]"
 
 
-def test_only_the_slicer_side_module_may_import_slicer():
-    """The exemption is exactly one file, and it exists (a rename must update this list)."""
+def test_the_slicer_side_exemption_names_a_package_that_exists():
+    """The exemption is exactly one subpackage, and it exists (a rename must update SLICER_SIDE)."""
     root = Path(MedSAMLiteLib.__file__).parent
-    assert [(root / (name.split(".", 1)[1].replace(".", "/") + ".py")).is_file() for name in SLICER_SIDE] == [True]
+    assert (root / SLICER_SIDE.split(".", 1)[1].replace(".", "/") / "__init__.py").is_file()

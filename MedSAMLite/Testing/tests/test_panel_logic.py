@@ -14,6 +14,7 @@ import harness  # noqa: E402
 
 MODULE = harness.load_module()
 import slicer  # noqa: E402
+from MedSAMLiteLib.mrml.inputs import ijk_to_ras  # noqa: E402
 
 TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
 
@@ -162,8 +163,7 @@ def test_prefetch_then_segment_encodes_nothing_and_a_changed_volume_is_never_sta
 
 def test_2d_mode_segments_the_current_slice_inside_the_roi(data):
     logic = MODULE.MedSAMLiteLogic()
-    ijk_to_ras = logic._ijkToRas(data["volume"])
-    point = (ijk_to_ras @ np.array([30, 30, 8, 1.0]))[:3]
+    point = (ijk_to_ras(data["volume"]) @ np.array([30, 30, 8, 1.0]))[:3]
     logic.segment(data["volume"], data["roi"], data["segmentation"], preset="brain", segmentId=data["target"], mode="2d", slicePoint=point)
     result = _segment_array(data)
     assert np.flatnonzero(result.any(axis=(1, 2))).tolist() == [0, 8]  # slice 0: the earlier content, kept
@@ -172,7 +172,7 @@ def test_2d_mode_segments_the_current_slice_inside_the_roi(data):
 
 def test_flatten_roi_to_the_current_slice_makes_auto_mode_2d(data):
     logic = MODULE.MedSAMLiteLogic()
-    point = (logic._ijkToRas(data["volume"]) @ np.array([30, 30, 5, 1.0]))[:3]
+    point = (ijk_to_ras(data["volume"]) @ np.array([30, 30, 5, 1.0]))[:3]
     logic.flattenRoiToSlice(data["roi"], data["volume"], point)
     job = logic.prepare(data["volume"], data["roi"], data["segmentation"], preset="brain")
     assert job.is2d and job.box.z0 == 5

@@ -15,7 +15,7 @@ import harness  # noqa: E402
 harness.install()
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from MedSAMLiteLib.slicer_segments import SegmentWriteError, SegmentWriter  # noqa: E402
+from MedSAMLiteLib.mrml.segments import SegmentWriteError, SegmentWriter  # noqa: E402
 
 SHAPE = (12, 30, 40)  # k, j, i
 

@@ -1,8 +1,8 @@
 """Read and write a segment over the extent that changes (main thread, Slicer side).
 
-The one part of MedSAMLiteLib that imports slicer and vtk: the Logic imports it lazily, the headless
-core never does. Work here is sized by the written extent, never by the volume: segments are read as
-numpy views of their labelmap layer (or resampled over the extent when the grids differ), and written
+Part of `MedSAMLiteLib.mrml`, the one part of MedSAMLiteLib that imports slicer and vtk: the Logic
+imports it, the headless core never does. Work here is sized by the written extent, never by the
+volume: segments are read as numpy views of their labelmap layer (or resampled over the extent when the grids differ), and written
 in place in that layer where it covers the extent (then the layer is marked modified, as Slicer's
 `arrayFromSegmentInternalBinaryLabelmap` documents), otherwise with extent-limited labelmaps through
 `vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment` (MIN to clear, MASK to fill), the calls
