@@ -1,20 +1,23 @@
 """MedSAMLite: draw an ROI box, pick a backend and a preset, click Segment (3D Slicer scripted module).
 
-Slicer glue only: the widget reads controls and calls the Logic; the Logic turns MRML nodes into
-arrays and matrices, calls the core (`MedSAMLiteLib`, imported lazily so the module always loads,
-even before openvino and opencv are installed), and writes the mask into the chosen segment.
+Slicer glue only: the widget reads controls and calls the Logic; the Logic reads MRML nodes into
+arrays and matrices and writes the mask into the chosen segment through `MedSAMLiteLib.mrml` (slicer,
+vtk and numpy only), and calls the core (the rest of `MedSAMLiteLib`, imported lazily so the module
+always loads, even before openvino and opencv are installed).
 """
 import contextlib
 import logging
 import os
 import time
 import traceback
+import types
 
 import numpy as np
 import qt
 import slicer
 import vtk
 from slicer.util import VTKObservationMixin
+from MedSAMLiteLib import one_line
 from MedSAMLiteLib.mrml import inputs
 from MedSAMLiteLib.mrml.inputs import InputError
 from slicer.ScriptedLoadableModule import (
@@ -36,6 +39,11 @@ DEFAULT_BACKEND = "litemedsam"
 # 3D propagation stops after this many consecutive empty slices in each direction (0 = never, as the
 # published pipelines): beyond a structure's end the model sees nothing, and going on only costs time.
 DEFAULT_EMPTY_SLICE_LIMIT = 3
+# The panel state in the parameter node (a saved scene restores it): parameter -> the control that edits it.
+NODE_REFERENCES = {"InputVolume": "volumeSelector", "ROI": "roiSelector", "Segmentation": "segmentationSelector"}
+COMBO_PARAMETERS = {"Backend": "backendComboBox", "Preset": "presetComboBox", "Mode": "modeComboBox"}
+DEFAULT_PARAMETERS = {"Backend": DEFAULT_BACKEND, "Preset": "auto", "Mode": "auto", "EmptySliceLimit": str(DEFAULT_EMPTY_SLICE_LIMIT),
+                      "Zoom": "false"}
 DEPENDENCIES = {"openvino": "openvino", "cv2": "opencv-python-headless"}  # import name -> pip name
 
 
@@ -95,11 +103,11 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.emptySlicesSpinBox.value = DEFAULT_EMPTY_SLICE_LIMIT
         self.refreshBackends()
 
-        for selector in (self.ui.volumeSelector, self.ui.roiSelector, self.ui.segmentationSelector):
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        for selector in NODE_REFERENCES.values():
+            getattr(self.ui, selector).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateParameterNodeFromGUI)
-        for combo in (self.ui.backendComboBox, self.ui.presetComboBox, self.ui.modeComboBox):
-            combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        for combo in COMBO_PARAMETERS.values():
+            getattr(self.ui, combo).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.emptySlicesSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.zoomCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentOrCancel)
@@ -183,14 +191,13 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updatingGUI = True
         try:
-            self.ui.volumeSelector.setCurrentNode(node.GetNodeReference("InputVolume"))
-            self.ui.roiSelector.setCurrentNode(node.GetNodeReference("ROI"))
-            self.ui.segmentationSelector.setCurrentNode(node.GetNodeReference("Segmentation"))
+            for reference, selector in NODE_REFERENCES.items():
+                getattr(self.ui, selector).setCurrentNode(node.GetNodeReference(reference))
             self.ui.segmentSelector.setCurrentSegmentID(node.GetParameter("SegmentID"))
-            for combo, key in ((self.ui.backendComboBox, "Backend"), (self.ui.presetComboBox, "Preset"), (self.ui.modeComboBox, "Mode")):
-                index = combo.findData(node.GetParameter(key))
+            for key, combo in COMBO_PARAMETERS.items():
+                index = getattr(self.ui, combo).findData(node.GetParameter(key))
                 if index >= 0:
-                    combo.currentIndex = index
+                    getattr(self.ui, combo).currentIndex = index
             self.ui.emptySlicesSpinBox.value = int(node.GetParameter("EmptySliceLimit") or DEFAULT_EMPTY_SLICE_LIMIT)
             self.ui.zoomCheckBox.checked = node.GetParameter("Zoom") == "true"
             self.observeRoi(node.GetNodeReference("ROI"))
@@ -215,13 +222,11 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingParameterNode = True
         wasModifying = node.StartModify()
         try:
-            node.SetNodeReferenceID("InputVolume", self.ui.volumeSelector.currentNodeID)
-            node.SetNodeReferenceID("ROI", self.ui.roiSelector.currentNodeID)
-            node.SetNodeReferenceID("Segmentation", self.ui.segmentationSelector.currentNodeID)
+            for reference, selector in NODE_REFERENCES.items():
+                node.SetNodeReferenceID(reference, getattr(self.ui, selector).currentNodeID)
             node.SetParameter("SegmentID", "" if newSegmentation else self.ui.segmentSelector.currentSegmentID() or "")
-            node.SetParameter("Backend", self.ui.backendComboBox.currentData or "")
-            node.SetParameter("Preset", self.ui.presetComboBox.currentData or "auto")
-            node.SetParameter("Mode", self.ui.modeComboBox.currentData or "auto")
+            for key, combo in COMBO_PARAMETERS.items():
+                node.SetParameter(key, getattr(self.ui, combo).currentData or DEFAULT_PARAMETERS[key])
             node.SetParameter("EmptySliceLimit", str(self.ui.emptySlicesSpinBox.value))
             node.SetParameter("Zoom", "true" if self.ui.zoomCheckBox.checked else "false")
         finally:
@@ -246,7 +251,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateButtons(self):
         running = self.run is not None
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
-        ready = all(s.currentNode() is not None for s in (self.ui.volumeSelector, self.ui.roiSelector, self.ui.segmentationSelector))
+        ready = all(getattr(self.ui, s).currentNode() is not None for s in NODE_REFERENCES.values())
         self.ui.segmentButton.enabled = running or (ready and not self.logic.missingDependencies())
         self.ui.progressBar.visible = running
         self.ui.undoButton.enabled = not running
@@ -254,16 +259,13 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- segment -----------------------------------------------------------------------------------------
     def request(self):
         """The Logic's arguments from the parameter node."""
-        node = self._parameterNode
+        node, get = self._parameterNode, self._parameterNode.GetParameter
         return dict(
             volumeNode=node.GetNodeReference("InputVolume"), roiNode=node.GetNodeReference("ROI"),
-            segmentationNode=node.GetNodeReference("Segmentation"), segmentId=node.GetParameter("SegmentID") or None,
-            backend=node.GetParameter("Backend") or DEFAULT_BACKEND,
-            preset=None if node.GetParameter("Preset") in ("", "auto") else node.GetParameter("Preset"),
-            mode=node.GetParameter("Mode") or "auto", emptySliceLimit=int(node.GetParameter("EmptySliceLimit") or 0),
-            zoom=node.GetParameter("Zoom") == "true",
-            slicePoint=self.currentSlicePoint() if node.GetParameter("Mode") == "2d" else None,
-        )
+            segmentationNode=node.GetNodeReference("Segmentation"), segmentId=get("SegmentID") or None,
+            backend=get("Backend") or DEFAULT_BACKEND, preset=None if get("Preset") in ("", "auto") else get("Preset"),
+            mode=get("Mode") or "auto", emptySliceLimit=int(get("EmptySliceLimit") or 0), zoom=get("Zoom") == "true",
+            slicePoint=self.currentSlicePoint() if get("Mode") == "2d" else None)
 
     def currentSlicePoint(self):
         """Where the Red view's plane crosses the ROI (the "current slice" of 2D mode), or None if the
@@ -299,7 +301,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finished = self.logic.poll(run)
         except Exception as e:  # noqa: BLE001 - shown as one line, never a traceback in the user's face
             if not self._runFailed:
-                slicer.util.errorDisplay(f"MedSAMLite: {_oneLine(e)}")
+                slicer.util.errorDisplay(f"MedSAMLite: {one_line(e)}")
             finished = self._runFailed or not run.task.running
             if not finished:  # the worker goes on: stop it; the next polls put the segment back
                 self._runFailed = True
@@ -355,7 +357,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if restore and not self.logic.wait(run, self.CANCEL_WAIT_S):
                 logging.warning("MedSAMLite: the cancelled segmentation did not stop in time; its segment may keep a partial result")
         except Exception as e:  # noqa: BLE001 - the run is over; say why in the log only
-            logging.warning(f"MedSAMLite: {_oneLine(e)}")
+            logging.warning(f"MedSAMLite: {one_line(e)}")
         self.updateButtons()
 
     # -- prefetch ----------------------------------------------------------------------------------------
@@ -399,36 +401,32 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backendComboBox.currentIndex = max(index, 0)
 
     def onDownload(self):
-        if not self.cancelModelTask(self.ui.downloadButton):
-            with userAction("download failed:"):
-                self.startModelTask(self.ui.downloadButton, self.logic.startDownloadDefaultWeights(),
+        self.startOrCancelModelTask(self.ui.downloadButton, "download failed:", self.logic.startDownloadDefaultWeights,
                                     lambda path: f"LiteMedSAM weights ready: {path}")
 
     def onImportCheckpoint(self):
-        if self.cancelModelTask(self.ui.importCheckpointButton):
-            return
         backend = self.ui.backendComboBox.currentData
-        path = qt.QFileDialog.getOpenFileName(self.parent, f"Checkpoint for {backend}", "", "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)")
-        if not path:
-            return
-        with userAction("import failed:"):
-            self.startModelTask(self.ui.importCheckpointButton, self.logic.startImportCheckpoint(backend, path),
-                                lambda _: f"{backend}: checkpoint imported and converted")
 
-    def startModelTask(self, button, task, message):
+        def start():
+            path = qt.QFileDialog.getOpenFileName(self.parent, f"Checkpoint for {backend}", "", "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)")
+            return self.logic.startImportCheckpoint(backend, path) if path else None
+
+        self.startOrCancelModelTask(self.ui.importCheckpointButton, "import failed:", start,
+                                    lambda _: f"{backend}: checkpoint imported and converted")
+
+    def startOrCancelModelTask(self, button, what, start, message):
         """A download or import runs in the engine (seconds to minutes): the panel stays usable, the
         status line follows it, and the button that started it becomes its Cancel."""
-        self.modelTask, self.modelButton, self.modelMessage = task, (button, button.text), message
-        button.text = "Cancel"
-        self.modelTimer.start()
-
-    def cancelModelTask(self, button):
-        """True when `button` was the Cancel of the running download or import (now cancelled)."""
-        if self.modelTask is None or self.modelButton[0] is not button:
-            return False
-        self.modelTask.cancel()
-        self.onModelPoll()
-        return True
+        if self.modelTask is not None and self.modelButton[0] is button:
+            self.modelTask.cancel()
+            self.onModelPoll()
+            return
+        with userAction(what):
+            task = start()
+            if task is not None:
+                self.modelTask, self.modelButton, self.modelMessage = task, (button, button.text), message
+                button.text = "Cancel"
+                self.modelTimer.start()
 
     def onModelPoll(self):
         task = self.modelTask
@@ -487,20 +485,14 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshBackends()
 
 
-class SegmentJob:
-    """Everything a segmentation needs, read from MRML on the main thread; the engine needs no MRML."""
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-
 class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     """Volume + ROI + segmentation nodes -> a segment, computed by the engine process.
 
     Data flow: volume node -> its raw voxels into shared memory (once per volume state) and its
     IJK-to-RAS -> ROI corners -> a voxel box in the canonical axial layout -> the engine (preset,
     reorientation, cached embeddings, the segmenter; MedSAMLiteLib/engine.py) -> a crop of the mask ->
-    the segment. Only `prepare` and the writes touch MRML (main thread); nothing here imports openvino.
+    the segment. Only `prepare` (MedSAMLiteLib/mrml/inputs.py) and the writes (mrml/segments.py) touch
+    MRML (main thread); nothing here imports openvino.
     Runs without Slicer's Qt, so it is testable on slicer-core.
     """
 
@@ -514,9 +506,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         self._finished = []  # writers of the last finished Segments, newest last (for `undo`)
 
     def setDefaultParameters(self, parameterNode):
-        defaults = {"Backend": DEFAULT_BACKEND, "Preset": "auto", "Mode": "auto", "EmptySliceLimit": str(DEFAULT_EMPTY_SLICE_LIMIT),
-                    "Zoom": "false"}
-        for key, value in defaults.items():
+        for key, value in DEFAULT_PARAMETERS.items():
             if not parameterNode.GetParameter(key):
                 parameterNode.SetParameter(key, value)
 
@@ -608,26 +598,22 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if mode not in MODE_LABELS:
             raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(MODE_LABELS)}")
         imageKey, geometry, image = self._slices(volumeNode, preset)
-        if mode == "2d":
-            slicePoint = slicePoint if slicePoint is not None else roiNode.GetCenterWorld()
-        box = inputs.roi_box(roiNode, volumeNode, geometry, slicePoint if mode == "2d" else None)
-        return SegmentJob(volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId,
-                          backend=backend, imageKey=imageKey, image=image, geometry=geometry, box=box,
-                          is2d=box.is_2d if mode == "auto" else mode == "2d", emptySliceLimit=emptySliceLimit, zoom=zoom)
+        point = (roiNode.GetCenterWorld() if slicePoint is None else slicePoint) if mode == "2d" else None
+        box = inputs.roi_box(roiNode, volumeNode, geometry, point)
+        return types.SimpleNamespace(  # everything a segmentation needs, read from MRML; the engine needs no MRML
+            volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId, backend=backend, imageKey=imageKey,
+            image=image, geometry=geometry, box=box, is2d=box.is_2d if mode == "auto" else mode == "2d",
+            emptySliceLimit=emptySliceLimit, zoom=zoom)
 
     # -- computing (the engine) ------------------------------------------------------------------------
-    @staticmethod
-    def steps(job):
-        """Slices the computation visits at most (the progress bar's maximum)."""
-        return 1 if job.is2d else job.box.z1 - job.box.z0 + 1
-
     def run(self, job):
         """Start the job in the engine: a task whose partial results (3D: the middle slice first) and
         result ({"mask": (crop, origin) in canonical indices, "status": line}) `poll` writes."""
         box = job.box
-        return self.engine().submit(
-            "segment", upload=self._upload(job), total=self.steps(job), backend=job.backend, zoom=bool(job.zoom), image=job.image,
-            box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit))
+        return self.engine().submit(  # total: the slices visited at most (the progress bar's maximum)
+            "segment", upload=self._upload(job), total=1 if job.is2d else box.z1 - box.z0 + 1, backend=job.backend,
+            zoom=bool(job.zoom), image=job.image, box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), is2d=bool(job.is2d),
+            emptySliceLimit=int(job.emptySliceLimit))
 
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
@@ -655,22 +641,13 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         task = run.task
         task.engine.pump()
         try:
-            if run.pending is None and not run.cancelled:
-                partial = task.partial()
-                if partial is not None:
-                    run.write(*partial, run.replaced(*partial, final=False))
-                    return False
-                if task.running:
-                    return False
-                if task.state == task.DONE:
-                    run.plan(self.WRITE_SLICES)
-            if run.pending and not run.cancelled and not run.writePending(self.WRITE_BUDGET_S):
+            if not run.advance(self.WRITE_SLICES, self.WRITE_BUDGET_S):
                 return False
         except Exception as e:  # a failed write: nothing of the run stays
             run.cancel()
             self._running = None
             run.restore()
-            raise InputError(f"writing the segment failed: {_oneLine(e)}") from None
+            raise InputError(f"writing the segment failed: {one_line(e)}") from None
         self._running = None
         if task.state == task.DONE and not run.cancelled:
             run.writer.finish()
@@ -764,19 +741,13 @@ def userAction(what, waitCursor=False):
         yield
     except Exception as e:
         if isinstance(e, InputError) or type(e).__module__.startswith("MedSAMLiteLib"):  # the core's one-line errors
-            slicer.util.errorDisplay(f"MedSAMLite: {what} {_oneLine(e)}")
+            slicer.util.errorDisplay(f"MedSAMLite: {what} {one_line(e)}")
             return
-        slicer.util.errorDisplay(f"MedSAMLite: {what} {_oneLine(e)}", detailedText=traceback.format_exc())
+        slicer.util.errorDisplay(f"MedSAMLite: {what} {one_line(e)}", detailedText=traceback.format_exc())
         raise
     finally:
         if waitCursor:
             slicer.app.restoreOverrideCursor()
-
-
-def _oneLine(error):
-    from MedSAMLiteLib import one_line
-
-    return one_line(error)
 
 
 class MedSAMLiteTest(ScriptedLoadableModuleTest):
@@ -799,7 +770,7 @@ class MedSAMLiteTest(ScriptedLoadableModuleTest):
             logic.downloadDefaultWeights()
         except Exception as e:  # noqa: BLE001 - one line that says what the test needs
             raise AssertionError(f"the MedSAMLite self-test needs the LiteMedSAM weights (39 MB, once, into "
-                                 f"{logic.cacheFolder()}): {_oneLine(e)}") from None
+                                 f"{logic.cacheFolder()}): {one_line(e)}") from None
 
     def _loadTestVolume(self):
         path = os.path.join(os.path.dirname(__file__), "Resources", "TestData", "MedSAMLiteTestVolume.nrrd")

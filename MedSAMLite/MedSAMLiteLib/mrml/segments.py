@@ -470,6 +470,21 @@ class SegmentRun:
         self.writer.write(*self.job.geometry.crop_to_source(slab, (z0, 0, 0)))
         self.segmentId = self.writer.segmentId
 
+    def advance(self, step, seconds):
+        """Write what the engine sent: a new partial result, then the final one `step` slices at a time
+        for about `seconds` per call; True once nothing is left to write (the task over, or cancelled)."""
+        task = self.task
+        if self.pending is None and not self.cancelled:
+            partial = task.partial()
+            if partial is not None:
+                self.write(*partial, self.replaced(*partial, final=False))
+                return False
+            if task.running:
+                return False
+            if task.state == task.DONE:
+                self.plan(step)
+        return not (self.pending and not self.cancelled and not self.writePending(seconds))
+
     def plan(self, step):
         """The final result's slices to write, `step` slices at a time (`writePending`)."""
         z0, z1 = self.replaced(*self.task.result["mask"], final=True)
