@@ -12,7 +12,7 @@ import numpy as np
 
 from MedSAMLiteLib.headless.samples import coins_case
 from MedSAMLiteLib.model_store import load_backend
-from MedSAMLiteLib.preprocess import preprocess
+from MedSAMLiteLib.core.preprocess import preprocess
 
 
 def main() -> None:

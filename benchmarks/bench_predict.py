@@ -40,8 +40,8 @@ def predict(cases: Path, out: Path, *extra: str) -> tuple[float, float]:
 def encoder_calls(case: dict) -> tuple[int, int]:
     """Encoder calls of the default order (each slice any object covers, once: they all fit the cache)
     and of the official order (every object encodes each slice of its z range again)."""
-    from MedSAMLiteLib.profiles import PROFILES
-    from MedSAMLiteLib.propagate import count_slice_steps
+    from MedSAMLiteLib.core.profiles import PROFILES
+    from MedSAMLiteLib.core.propagate import count_slice_steps
 
     shape, profile = case["imgs"].shape, PROFILES["litemedsam"]
     covered = {z for b in case["boxes"] for z in range(max(0, int(b[2])), min(shape[0] - 1, int(b[5])) + 1)}

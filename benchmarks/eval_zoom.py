@@ -1,4 +1,4 @@
-"""Default whole-slice pipeline vs ROI zoom (MedSAMLiteLib/zoom.py) on real images from registry packages.
+"""Default whole-slice pipeline vs ROI zoom (MedSAMLiteLib/core/zoom.py) on real images from registry packages.
 
 Objects (reference masks from the packages' images, atlases and tissue maps; tight boxes):
 * 2D: scikit-image `coins` (coins), `immunohistochemistry` (haematoxylin nuclei), axial slices of
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMLite"))
 from MedSAMLiteLib.headless import samples  # noqa: E402
 from MedSAMLiteLib.headless.labels import boxes_from_labels  # noqa: E402
 from MedSAMLiteLib.model_store import load_backend  # noqa: E402
-from MedSAMLiteLib.presets import window  # noqa: E402
-from MedSAMLiteLib.segmenter import Segmenter  # noqa: E402
-from MedSAMLiteLib.zoom import ZoomRule  # noqa: E402
+from MedSAMLiteLib.core.presets import window  # noqa: E402
+from MedSAMLiteLib.core.segmenter import Segmenter  # noqa: E402
+from MedSAMLiteLib.core.zoom import ZoomRule  # noqa: E402
 
 SIZES = ((0.08, "small"), (0.20, "medium"), (np.inf, "large"))
 SLICE_STEP = 6  # axial slices taken for the 2D set: every 6th through the ventricles

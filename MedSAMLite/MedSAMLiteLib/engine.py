@@ -69,7 +69,7 @@ class Slices:
     KEEP = 4  # slices kept made (a 3D step reads its slice more than once)
 
     def __init__(self, raw: np.ndarray, geometry, preset: str, window: tuple[float, float] | None) -> None:
-        from . import presets
+        from .core import presets
 
         view = geometry.canonical_view(raw)
         if view.ndim == 4:
@@ -108,7 +108,7 @@ class Engine:
     """Serves requests from Slicer on one connection; keeps models, embeddings and volumes between them."""
 
     def __init__(self, conn) -> None:
-        from .embedding_cache import EmbeddingCache
+        from .core.embedding_cache import EmbeddingCache
 
         self.conn = conn
         self.inbox: queue.Queue = queue.Queue()
@@ -216,14 +216,14 @@ class Engine:
         return self.backends[key]
 
     def segmenter(self, job_id: int, name: str, zoom: bool = False, download: bool = True):
-        from .segmenter import Segmenter
-        from .zoom import ZoomRule
+        from .core.segmenter import Segmenter
+        from .core.zoom import ZoomRule
 
         return Segmenter(self.backend(job_id, name, download=download), self.cache, zoom=ZoomRule() if zoom else None)
 
     def image(self, volume, size, ijk_to_ras, preset, window, image_key) -> Slices:
         """The Slices of a volume state under a preset (made once; the few most recent kept)."""
-        from .geometry import Geometry
+        from .core.geometry import Geometry
 
         if image_key not in self.images:
             if volume not in self.volumes:
@@ -239,7 +239,7 @@ class Engine:
     def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
         """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
         in 3D the middle slice is sent first as a partial result."""
-        from .roi import SliceBox
+        from .core.roi import SliceBox
 
         segmenter = self.segmenter(job_id, backend, zoom)
         self.stage(job_id, "segmenting", interruptible=True)

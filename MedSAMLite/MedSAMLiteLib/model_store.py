@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profiles import PROFILES
+from .core.profiles import PROFILES
 
 # Bump when a conversion builder changes the graphs it makes for the same weights (cached models are
 # rebuilt). Kept here, not in `conversion` (which imports openvino), so model states need no openvino.

@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     import slicer
     import vtk
 
-    from MedSAMLiteLib.geometry import Geometry
+    from MedSAMLiteLib.core.geometry import Geometry
     from MedSAMLiteLib.headless.overlay import draw
     from MedSAMLiteLib.headless.samples import brain_mask, ct_brain_atlas_path
-    from MedSAMLiteLib.presets import apply_preset
+    from MedSAMLiteLib.core.presets import apply_preset
 
     path = ct_brain_atlas_path()
     volume = slicer.modules.volumes.logic().AddArchetypeVolume(str(path), "CT brain atlas", 0, None)

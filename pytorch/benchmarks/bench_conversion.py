@@ -23,7 +23,7 @@ import torch
 from MedSAMLiteLib.conversion import convert
 from MedSAMLiteLib.conversion.ops import compile_model
 from MedSAMLiteLib.model_store import fetch_weights
-from MedSAMLiteLib.preprocess import preprocess
+from MedSAMLiteLib.core.preprocess import preprocess
 from skimage import data
 
 from medsamlite_torch.models import build_model

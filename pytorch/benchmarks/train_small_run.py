@@ -24,9 +24,9 @@ import torch
 from MedSAMLiteLib.headless.cases import load_case
 from MedSAMLiteLib.headless.runner import segment_case
 from MedSAMLiteLib.headless.samples import dice_per_label
-from MedSAMLiteLib.preprocess import preprocess
-from MedSAMLiteLib.propagate import object_masks
-from MedSAMLiteLib.segmenter import Segmenter
+from MedSAMLiteLib.core.preprocess import preprocess
+from MedSAMLiteLib.core.propagate import object_masks
+from MedSAMLiteLib.core.segmenter import Segmenter
 
 from medsamlite_torch.models import build_model
 from medsamlite_torch.training.config import load_config

@@ -27,7 +27,7 @@ TOLERANCES: dict[str, tuple[float, float | None]] = {
 
 def example_inputs(profile) -> tuple[np.ndarray, np.ndarray]:
     """scikit-image's camera man preprocessed for `profile`, and three boxes (N, 4) in prompt space."""
-    from MedSAMLiteLib.preprocess import map_boxes, preprocess
+    from MedSAMLiteLib.core.preprocess import map_boxes, preprocess
     from skimage import data
 
     image = np.asarray(data.camera())  # 512 x 512 uint8

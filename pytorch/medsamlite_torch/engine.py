@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from MedSAMLiteLib.backends import BackendStats
-from MedSAMLiteLib.profiles import Profile
+from MedSAMLiteLib.core.profiles import Profile
 
 
 @dataclass

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.preprocess import Geometry, logits_to_masks, resize_bilinear
-from MedSAMLiteLib.profiles import PROFILES
+from MedSAMLiteLib.core.preprocess import Geometry, logits_to_masks, resize_bilinear
+from MedSAMLiteLib.core.profiles import PROFILES
 
 LITE = PROFILES["litemedsam"]
 MEDFICIENT = PROFILES["medficient_l0"]

@@ -200,7 +200,7 @@ def test_finetuned_registry_model_loads_everywhere_and_segments(data, tmp_path):
     from MedSAMLiteLib.conversion import convert
     from MedSAMLiteLib.headless.cases import load_case
     from MedSAMLiteLib.headless.runner import segment_case
-    from MedSAMLiteLib.segmenter import Segmenter
+    from MedSAMLiteLib.core.segmenter import Segmenter
 
     from medsamlite_torch import build_model
     from medsamlite_torch.engine import TorchEngine
@@ -225,7 +225,7 @@ def test_finetuned_registry_model_loads_everywhere_and_segments(data, tmp_path):
 
 def test_embedding_store_holds_the_teacher_embeddings(data, tmp_path):
     from medsamlite_torch import build_model
-    from MedSAMLiteLib.preprocess import preprocess
+    from MedSAMLiteLib.core.preprocess import preprocess
 
     folder = tmp_path / "few"
     folder.mkdir()

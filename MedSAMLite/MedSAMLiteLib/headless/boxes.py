@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..core.geometry import Geometry
 
 CSV_COLUMNS = {4: ("x_min", "y_min", "x_max", "y_max"), 6: ("x_min", "y_min", "z_min", "x_max", "y_max", "z_max")}
 

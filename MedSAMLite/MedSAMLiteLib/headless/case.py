@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import presets as intensity
+from ..core import presets as intensity
 from .image_io import Image
 from .labels import LabelError, boxes_from_labels
 

@@ -49,8 +49,8 @@ def load_segmenter(args: argparse.Namespace):
     """A Segmenter on the backend the arguments ask for; one-line errors end the command."""
     from ..conversion import CheckpointError, ConversionError
     from ..model_store import ModelError, load_backend
-    from ..segmenter import Segmenter
-    from ..zoom import ZoomRule
+    from ..core.segmenter import Segmenter
+    from ..core.zoom import ZoomRule
 
     try:
         return Segmenter(load_backend(args.backend, args.precision, args.threads, log=_log), zoom=ZoomRule() if args.zoom else None)

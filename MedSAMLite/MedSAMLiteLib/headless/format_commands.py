@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
-    from ..presets import PRESETS
+    from ..core.presets import PRESETS
 
     p.add_argument("--modality", help="CT, MR, PET, US, XRay, ... (default: from DICOM; CT gets the abdomen window)")
     group = p.add_mutually_exclusive_group()
@@ -58,7 +58,7 @@ def _fail(message: str) -> int:
 
 def _read(args: argparse.Namespace):
     """-> (Image, modality, (width, level) or None), after printing what the reader and presets decided."""
-    from ..presets import describe, parse_window
+    from ..core.presets import describe, parse_window
     from .image_io import read_image
 
     window_wl = parse_window(args.window) if args.window else None
@@ -102,7 +102,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _to_image(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..geometry import Geometry
+    from ..core.geometry import Geometry
     from .image_io import FormatError, read_image, write_mask
 
     try:

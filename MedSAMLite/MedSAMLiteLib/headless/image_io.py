@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..core.geometry import Geometry
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 PLAIN_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -53,7 +53,7 @@ class Image:
     def to_uint8(self, preset: str | None = None, window_wl: tuple[float, float] | None = None,
                  modality: str | None = None) -> np.ndarray:
         """The array as the models' uint8 input (intensity.apply_preset; modality defaults to the file's)."""
-        from ..presets import apply_preset
+        from ..core.presets import apply_preset
 
         return apply_preset(self.array, modality or self.modality, preset, window_wl, is_2d=self.kind == "2D")
 

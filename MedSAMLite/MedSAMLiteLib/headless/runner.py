@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..object_propagation import segment_3d_official
-from ..propagate import segment_2d
+from ..core.object_propagation import segment_3d_official
+from ..core.propagate import segment_2d
 from .cases import Case, CaseError, append_efficiency, atomic_savez, load_case
 
 LONG_3D_SLICES = 20  # a per-slice progress line from this many slice steps on

@@ -43,8 +43,8 @@ def ijk_to_ras(volume_node) -> np.ndarray:
 
 
 def geometry(volume_node):
-    """Where the volume's canonical slices lie (MedSAMLiteLib/geometry.py)."""
-    from ..geometry import Geometry
+    """Where the volume's canonical slices lie (MedSAMLiteLib/core/geometry.py)."""
+    from ..core.geometry import Geometry
 
     try:
         return Geometry.from_ijk_to_ras(volume_node.GetImageData().GetDimensions(), ijk_to_ras(volume_node))
@@ -56,7 +56,7 @@ def volume_image(volume_node, preset):
     """(key, image) of the volume under `preset`: the key names the volume state, frame, preset and
     window (a later change never reuses a stale result); the image is what the engine needs to make
     the slices from the raw voxels (which travel separately, see the Logic's `_upload`)."""
-    from ..presets import volume_preset
+    from ..core.presets import volume_preset
 
     matrix = ijk_to_ras(volume_node)
     image_data = volume_node.GetImageData()
@@ -89,7 +89,7 @@ def world_to_volume(points, volume_node, inverse=False) -> np.ndarray:
 
 def roi_corners_in_volume_ras(roi_node, volume_node) -> np.ndarray:
     """The ROI's 8 corners (its object frame is centred on it), in the volume's RAS."""
-    from ..roi import roi_corners
+    from ..core.roi import roi_corners
 
     corners = roi_corners((0.0, 0.0, 0.0), roi_node.GetSize(), slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix()))
     return world_to_volume(corners, volume_node)
@@ -98,7 +98,7 @@ def roi_corners_in_volume_ras(roi_node, volume_node) -> np.ndarray:
 def roi_box(roi_node, volume_node, geometry, slice_point=None):
     """The ROI as a voxel box of the volume's canonical slices; with `slice_point` (world RAS), only
     the slice through it, within the ROI's in-plane box."""
-    from ..roi import RoiError, SliceBox, box_from_points, slice_index
+    from ..core.roi import RoiError, SliceBox, box_from_points, slice_index
 
     try:
         box = box_from_points(roi_corners_in_volume_ras(roi_node, volume_node), geometry)
@@ -119,9 +119,9 @@ def _slice_geometry(roi_node, volume_node):
 def slice_point_in_roi(slice_to_ras, roi_node, volume_node) -> np.ndarray:
     """The world point where a slice view's plane (its full SliceToRAS, 4x4) crosses the line through
     the ROI's centre along the volume's slicing axis. The models segment the volume's axial slices
-    (the voxel axis closest to S-I, see MedSAMLiteLib/geometry.py): an oblique view picks the slice it
+    (the voxel axis closest to S-I, see MedSAMLiteLib/core/geometry.py): an oblique view picks the slice it
     crosses at the ROI, and a view more than MAX_VIEW_TILT_DEG from them (sagittal, coronal) is refused."""
-    from ..roi import plane_crossing
+    from ..core.roi import plane_crossing
 
     slices = _slice_geometry(roi_node, volume_node)
     m = np.asarray(slice_to_ras, dtype=float).reshape(4, 4)
@@ -138,7 +138,7 @@ def flatten_roi_to_slice(roi_node, volume_node, slice_point):
     """Make the ROI one slice of the volume thick at `slice_point` (world RAS), keeping its in-plane
     extent: the new box is aligned with the volume's slices and covers the rows and columns the old
     one covered (a rotated ROI becomes its bounding box in the slice)."""
-    from ..roi import flat_roi, slice_index
+    from ..core.roi import flat_roi, slice_index
 
     slices = _slice_geometry(roi_node, volume_node)
     z = slice_index(world_to_volume([slice_point], volume_node)[0], slices)

@@ -1,7 +1,7 @@
 """The embedding cache: a byte budget that is never exceeded, least recently used out first."""
 import numpy as np
 
-from MedSAMLiteLib.embedding_cache import MB, EmbeddingCache, default_bytes
+from MedSAMLiteLib.core.embedding_cache import MB, EmbeddingCache, default_bytes
 
 
 def _embedding(value: float) -> np.ndarray:

@@ -4,7 +4,7 @@ import pytest
 
 from MedSAMLiteLib.headless.boxes import read_boxes_csv
 from MedSAMLiteLib.headless.labels import boxes_from_labels
-from MedSAMLiteLib.presets import apply_preset, percentile_clip, volume_preset, window
+from MedSAMLiteLib.core.presets import apply_preset, percentile_clip, volume_preset, window
 from MedSAMLiteLib.headless.boxes import parse_box
 from MedSAMLiteLib.headless.labels import LabelError
 

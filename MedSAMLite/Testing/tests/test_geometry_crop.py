@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.geometry import Geometry
+from MedSAMLiteLib.core.geometry import Geometry
 
 
 def _directions():

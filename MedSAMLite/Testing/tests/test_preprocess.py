@@ -1,7 +1,7 @@
 """Each preprocessing rule of PIPELINES.md §2-4 against hand-computed values."""
 import numpy as np
 
-from MedSAMLiteLib.preprocess import (
+from MedSAMLiteLib.core.preprocess import (
     Geometry,
     logits_to_masks,
     map_boxes,
@@ -9,7 +9,7 @@ from MedSAMLiteLib.preprocess import (
     preprocess,
     previous_mask_box,
 )
-from MedSAMLiteLib.profiles import PROFILES
+from MedSAMLiteLib.core.profiles import PROFILES
 
 LITE = PROFILES["litemedsam"]
 MEDFICIENT = PROFILES["medficient_l0"]

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from MedSAMLiteLib.backends import BackendStats
-from MedSAMLiteLib.embedding_cache import EmbeddingCache
-from MedSAMLiteLib.object_propagation import segment_3d_official
-from MedSAMLiteLib.propagate import count_slice_steps, segment_2d, segment_3d
-from MedSAMLiteLib.profiles import PROFILES
-from MedSAMLiteLib.segmenter import Segmenter
+from MedSAMLiteLib.core.embedding_cache import EmbeddingCache
+from MedSAMLiteLib.core.object_propagation import segment_3d_official
+from MedSAMLiteLib.core.propagate import count_slice_steps, segment_2d, segment_3d
+from MedSAMLiteLib.core.profiles import PROFILES
+from MedSAMLiteLib.core.segmenter import Segmenter
 
 
 @dataclass
@@ -122,7 +122,7 @@ def test_2d_later_boxes_win_and_grayscale_works():
 def test_propagation_stops_after_empty_slices(zoomed):
     """Structure on slices 0..5 only; a box over 0..11 starts at 5: with a limit of 2 the up sweep
     stops after slices 6 and 7 come back empty; without a limit it runs to 11."""
-    from MedSAMLiteLib.zoom import ZoomRule
+    from MedSAMLiteLib.core.zoom import ZoomRule
 
     volume = np.zeros((12, 64, 64), np.uint8)
     volume[:6, 10:50, 10:50] = 200

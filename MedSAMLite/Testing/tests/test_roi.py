@@ -4,8 +4,8 @@ hand on a volume whose voxel axes are RAS (i -> R, j -> A, k -> S; spacing 1, 1,
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.geometry import Geometry
-from MedSAMLiteLib.roi import flat_roi, plane_crossing, slice_index
+from MedSAMLiteLib.core.geometry import Geometry
+from MedSAMLiteLib.core.roi import flat_roi, plane_crossing, slice_index
 
 GEOMETRY = Geometry.from_ijk_to_ras((20, 10, 5), np.diag([1.0, 1.0, 2.0, 1.0]))  # slices are k: z = 2k mm
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from test_propagation import LITE, MEDFICIENT, BoxEngine
 
-from MedSAMLiteLib import propagate
-from MedSAMLiteLib.embedding_cache import EmbeddingCache
+from MedSAMLiteLib.core import propagate
+from MedSAMLiteLib.core.embedding_cache import EmbeddingCache
 from MedSAMLiteLib.headless import cli
-from MedSAMLiteLib.preprocess import preprocess
-from MedSAMLiteLib.segmenter import Segmenter
-from MedSAMLiteLib.object_propagation import segment_3d as by_object_3d
-from MedSAMLiteLib.zoom import Window, ZoomRule
+from MedSAMLiteLib.core.preprocess import preprocess
+from MedSAMLiteLib.core.segmenter import Segmenter
+from MedSAMLiteLib.core.object_propagation import segment_3d as by_object_3d
+from MedSAMLiteLib.core.zoom import Window, ZoomRule
 
 RULE = ZoomRule(margin=0.5, min_size=64, max_box_fraction=0.4)
 NEVER = ZoomRule(max_box_fraction=0.0)  # every box on the whole slice (as zoom.NEVER)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from MedSAMLiteLib.profiles import PROFILES, Profile
+from MedSAMLiteLib.core.profiles import PROFILES, Profile
 from torch import nn
 
 from .sam import Sam, build_sam

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 from MedSAMLiteLib.headless.cases import case_kind
-from MedSAMLiteLib.preprocess import Geometry, map_boxes, mask_bbox, preprocess
-from MedSAMLiteLib.profiles import Profile
+from MedSAMLiteLib.core.preprocess import Geometry, map_boxes, mask_bbox, preprocess
+from MedSAMLiteLib.core.profiles import Profile
 from torch.utils.data import Dataset, Sampler
 
 from .augment import augment_sample

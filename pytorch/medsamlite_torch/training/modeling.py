@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from MedSAMLiteLib.profiles import Profile
+from MedSAMLiteLib.core.profiles import Profile
 from torch import nn
 
 from ..checkpoint import extract_state_dict, filter_state_dict, is_encoder_only, load_state_dict_checked, read_checkpoint

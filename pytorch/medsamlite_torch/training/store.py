@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from MedSAMLiteLib.preprocess import preprocess
+from MedSAMLiteLib.core.preprocess import preprocess
 from tqdm import tqdm
 
 from .config import Config, ConfigError

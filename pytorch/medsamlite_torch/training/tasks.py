@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from MedSAMLiteLib.headless.samples import dice_per_label
-from MedSAMLiteLib.preprocess import mask_bbox, preprocess
-from MedSAMLiteLib.profiles import Profile
-from MedSAMLiteLib.propagate import object_masks
+from MedSAMLiteLib.core.preprocess import mask_bbox, preprocess
+from MedSAMLiteLib.core.profiles import Profile
+from MedSAMLiteLib.core.propagate import object_masks
 from torch import nn
 
 from ..models.registry import get_spec
