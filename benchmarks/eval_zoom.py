@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMLite"))
 
 from MedSAMLiteLib.headless import samples  # noqa: E402
 from MedSAMLiteLib.headless.labels import boxes_from_labels  # noqa: E402
-from MedSAMLiteLib.model_store import load_backend  # noqa: E402
+from MedSAMLiteLib.models.store import load_backend  # noqa: E402
 from MedSAMLiteLib.core.presets import window  # noqa: E402
 from MedSAMLiteLib.core.segmenter import Segmenter  # noqa: E402
 from MedSAMLiteLib.core.zoom import ZoomRule  # noqa: E402

@@ -136,7 +136,7 @@ class Engine:
             if message[0] == "cancel":  # ("cancel", id, stop): `stop` allows exiting if the job cannot stop
                 self.cancelled.add(message[1])
                 if message[1] == self.current and not self.interruptible and message[2:3] == (True,):
-                    from .model_store import stop_downloads
+                    from .models.store import stop_downloads
 
                     stop_downloads()
                     os._exit(0)  # a model load or conversion cannot stop half-way: Slicer starts a new engine
@@ -207,7 +207,7 @@ class Engine:
 
     # -- models and images ------------------------------------------------------------------------------------
     def backend(self, job_id: int, name: str, precision: str = "f32", download: bool = True):
-        from .model_store import load_backend
+        from .models.store import load_backend
 
         key = (name, precision)
         if key not in self.backends:
@@ -278,20 +278,20 @@ class Engine:
         return len(slices)
 
     def do_download(self, job_id, name):
-        from .model_store import fetch_weights
+        from .models.store import fetch_weights
 
         self.stage(job_id, f"downloading the {name} weights", interruptible=False)
         return str(fetch_weights(name))
 
     def do_import(self, job_id, name, path):
-        from .model_store import import_checkpoint
+        from .models.store import import_checkpoint
 
         self.stage(job_id, "importing the checkpoint", interruptible=False)
         self.backends = {k: v for k, v in self.backends.items() if k[0] != name}
         return str(import_checkpoint(name, path))
 
     def do_clear_cache(self, job_id, weights=False):
-        from .model_store import clear_cache
+        from .models.store import clear_cache
 
         self.backends.clear()  # compiled models map their files (Windows cannot delete them while open)
         clear_cache(weights)

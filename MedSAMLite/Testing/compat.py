@@ -184,7 +184,7 @@ def case(home: Path, out: Path, expect: Path | None) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from MedSAMLiteLib import model_store
+    from MedSAMLiteLib.models import store as model_store
     from MedSAMLiteLib.headless.cli import main as medsamlite
 
     weights = model_store.fetch_weights("litemedsam")  # the user's cache (verified; fetched once)

@@ -1,7 +1,7 @@
 """Encoder latency: MedSAMLite's torch-free LiteMedSAM encoder graph vs OpenVINO's own conversion of
 the PyTorch encoder (`openvino.convert_model`), same genuine weights, same compile config.
 
-Both IRs are compiled with `MedSAMLiteLib.conversion.ops.compile_model` (f32 hint, LATENCY, same
+Both IRs are compiled with `MedSAMLiteLib.models.conversion.ops.compile_model` (f32 hint, LATENCY, same
 threads) and timed interleaved (so load changes hit both) on the same real preprocessed image
 (scikit-image coins); also reports build/convert seconds and how far the outputs are apart.
 
@@ -20,9 +20,9 @@ from datetime import date
 import numpy as np
 import openvino as ov
 import torch
-from MedSAMLiteLib.conversion import convert
-from MedSAMLiteLib.conversion.ops import compile_model
-from MedSAMLiteLib.model_store import fetch_weights
+from MedSAMLiteLib.models.conversion import convert
+from MedSAMLiteLib.models.conversion.ops import compile_model
+from MedSAMLiteLib.models.store import fetch_weights
 from MedSAMLiteLib.core.preprocess import preprocess
 from skimage import data
 

@@ -3,7 +3,7 @@ eager of the same network and weights (f32, bf16 autocast), with each network's 
 of the CPU's f32 peak it reaches; then a per-layer-type profile and configuration trials of LiteMedSAM.
 
 Weights: the reference rule weights of each network (speed does not depend on the values), fed to
-the torch registry model and to the torch-free converter (`MedSAMLiteLib.conversion.convert`).
+the torch registry model and to the torch-free converter (`MedSAMLiteLib.models.conversion.convert`).
 Input: scikit-image's camera man preprocessed for each network's profile. torch threads = OpenVINO
 threads = --threads. GFLOP: `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix
 products, 2 FLOP per multiply-add; element-wise work is not counted).
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
-from MedSAMLiteLib.conversion import convert
-from MedSAMLiteLib.conversion.ops import compile_model
+from MedSAMLiteLib.models.conversion import convert
+from MedSAMLiteLib.models.conversion.ops import compile_model
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[2]

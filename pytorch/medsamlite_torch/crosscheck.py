@@ -1,7 +1,7 @@
 """`medsamlite-torch crosscheck`: a registry model in PyTorch vs MedSAMLite's torch-free conversion.
 
 The extension builds its OpenVINO graphs straight from checkpoint weights
-(`MedSAMLiteLib.conversion.convert`); this runs both on a real image from the same weights and
+(`MedSAMLiteLib.models.conversion.convert`); this runs both on a real image from the same weights and
 reports how far they are apart. The encoders get the same preprocessed image; the converted decoder
 gets torch's embedding, so each half is checked on its own. Agreement means max |diff| <= 1e-4 * s
 and mean |diff| <= 1e-5 * s for embedding and logits, s = max(1, max |torch|), and max |diff| <=
@@ -56,8 +56,8 @@ def crosscheck(name: str, weights: str | Path | Mapping[str, np.ndarray], trust_
     layout of the published state dicts.
     """
     import torch
-    from MedSAMLiteLib.conversion import convert
-    from MedSAMLiteLib.conversion.ops import compile_model
+    from MedSAMLiteLib.models.conversion import convert
+    from MedSAMLiteLib.models.conversion.ops import compile_model
 
     model = _torch_model(name, weights, trust_pickle)
     encoder, decoder = (compile_model(m) for m in convert(model.spec.architecture, weights))
@@ -82,7 +82,7 @@ def crosscheck(name: str, weights: str | Path | Mapping[str, np.ndarray], trust_
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "crosscheck", help="PyTorch vs MedSAMLite's torch-free OpenVINO conversion of the same weights",
-        description="Run a registry model in PyTorch and MedSAMLiteLib.conversion's OpenVINO graphs of the same "
+        description="Run a registry model in PyTorch and MedSAMLiteLib.models.conversion's OpenVINO graphs of the same "
                     "weights on a real image; print the max |diff| of embedding, logits and IoU. Exit status 1 "
                     "when they disagree beyond the reference tolerances.")
     p.add_argument("--model", required=True, help="registry model: lite_medsam, medficient_l0/l1/l2, repvit_medsam_m11, medsam_vit_b")
@@ -94,8 +94,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from MedSAMLiteLib.conversion import CheckpointError, ConversionError
-    from MedSAMLiteLib.model_store import ModelError, fetch_weights
+    from MedSAMLiteLib.models.conversion import CheckpointError, ConversionError
+    from MedSAMLiteLib.models.store import ModelError, fetch_weights
 
     from .checkpoint import CheckpointError as TorchCheckpointError
 

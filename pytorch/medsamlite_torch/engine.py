@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from MedSAMLiteLib.backends import BackendStats
+from MedSAMLiteLib.models.backends import BackendStats
 from MedSAMLiteLib.core.profiles import Profile
 
 

@@ -197,7 +197,7 @@ def test_finetuned_registry_model_loads_everywhere_and_segments(data, tmp_path):
     """One step of the registry MedficientSAM-L0 architecture (trained on 64-px inputs to keep the
     test fast); its model.pth and last.pt load strictly with build_model, segment a case through the
     core's segmenter, and model.pth fits the extension's torch-free converter."""
-    from MedSAMLiteLib.conversion import convert
+    from MedSAMLiteLib.models.conversion import convert
     from MedSAMLiteLib.headless.cases import load_case
     from MedSAMLiteLib.headless.runner import segment_case
     from MedSAMLiteLib.core.segmenter import Segmenter

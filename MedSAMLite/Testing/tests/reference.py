@@ -41,7 +41,7 @@ requires_full_reference = pytest.mark.skipif(
 def genuine_lite_medsam() -> Path:
     """The released lite_medsam.pth, verified, from the model store (fetched once if missing:
     the tests check the real file, they do not skip without it)."""
-    from MedSAMLiteLib.model_store import fetch_weights
+    from MedSAMLiteLib.models.store import fetch_weights
 
     return fetch_weights("litemedsam")
 

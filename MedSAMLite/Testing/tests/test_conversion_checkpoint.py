@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from MedSAMLiteLib.conversion.checkpoint import CheckpointError, load_weights, read_checkpoint
+from MedSAMLiteLib.models.conversion.checkpoint import CheckpointError, load_weights, read_checkpoint
 from reference import genuine_lite_medsam, read_keys, rule_weights
 
 torch = pytest.importorskip("torch")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.conversion import ARCHITECTURES, CheckpointError, ConversionError, convert, ops
+from MedSAMLiteLib.models.conversion import ARCHITECTURES, CheckpointError, ConversionError, convert, ops
 from reference import (
     BOX_256, assert_close_big, assert_close_small, genuine_lite_medsam, golden, reference_input,
     rule_weights,
@@ -159,7 +159,7 @@ sys.meta_path.insert(0, NoTorch())
 module_dir, checkpoint, image, outputs, box = sys.argv[1:]
 sys.path.insert(0, module_dir)
 import numpy as np
-from MedSAMLiteLib.conversion import convert, ops
+from MedSAMLiteLib.models.conversion import convert, ops
 
 encoder, decoder = convert("litemedsam", checkpoint)
 embedding = ops.compile_model(encoder)({"image": np.load(image)})["embedding"]

@@ -1,8 +1,8 @@
 """MedficientSAM EfficientViT-SAM-L0/L1/L2 encoder built from numpy weights vs the reference goldens."""
 import pytest
 
-from MedSAMLiteLib.conversion import efficientvit
-from MedSAMLiteLib.conversion.ops import ConversionError, Weights, compile_model
+from MedSAMLiteLib.models.conversion import efficientvit
+from MedSAMLiteLib.models.conversion.ops import ConversionError, Weights, compile_model
 from reference import assert_close_big, golden, reference_input, rule_weights
 
 VARIANTS = ["l0", "l1", "l2"]

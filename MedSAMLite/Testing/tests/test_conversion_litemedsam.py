@@ -6,8 +6,8 @@ import openvino as ov
 import openvino.opset13 as opset
 import pytest
 
-from MedSAMLiteLib.conversion import ops, sam_decoder, tiny_vit
-from MedSAMLiteLib.conversion.checkpoint import load_weights
+from MedSAMLiteLib.models.conversion import ops, sam_decoder, tiny_vit
+from MedSAMLiteLib.models.conversion.checkpoint import load_weights
 from reference import (
     BOX_256, assert_close_big, assert_close_small, genuine_lite_medsam, golden, reference_input, requires_full_reference,
     rule_weights,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.conversion import ops, repvit
+from MedSAMLiteLib.models.conversion import ops, repvit
 from reference import assert_close_big, golden, reference_input, rule_weights
 
 NAME = "repvit_medsam_m11"

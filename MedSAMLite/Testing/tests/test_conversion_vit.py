@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from reference import assert_close_big, golden, reference_input, rule_weights
 
-from MedSAMLiteLib.conversion import ops, vit
+from MedSAMLiteLib.models.conversion import ops, vit
 
 
 @pytest.fixture(scope="module")

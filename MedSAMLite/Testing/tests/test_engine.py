@@ -122,7 +122,7 @@ print(json.dumps({"slices": np.flatnonzero(result.any(axis=(1, 2))).tolist(), "s
 def test_slicers_process_imports_no_openvino_and_non_ascii_paths_work(tmp_path):
     """The module copied under a folder with spaces and umlauts, the cache in another: a Segment
     through the Logic in a fresh process; the Slicer side never loads openvino or opencv."""
-    from MedSAMLiteLib.model_store import fetch_weights
+    from MedSAMLiteLib.models.store import fetch_weights
 
     module_dir = tmp_path / "Slicer Erweiterungen ü" / "MedSAMLite"
     shutil.copytree(harness.MODULE_DIR, module_dir, ignore=shutil.ignore_patterns("__pycache__"))

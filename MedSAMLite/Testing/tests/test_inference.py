@@ -8,7 +8,7 @@ import pytest
 from MedSAMLiteLib.headless.cases import atomic_savez
 from MedSAMLiteLib.headless.runner import predict_folder
 from MedSAMLiteLib.headless.samples import coins_case, dice_per_label, mni152_case
-from MedSAMLiteLib.model_store import load_backend
+from MedSAMLiteLib.models.store import load_backend
 from MedSAMLiteLib.core.object_propagation import segment_3d_official
 from MedSAMLiteLib.core.propagate import segment_2d
 from MedSAMLiteLib.core.segmenter import Segmenter

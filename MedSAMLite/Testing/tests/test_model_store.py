@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MedSAMLiteLib import model_store
+from MedSAMLiteLib.models import store as model_store
 from MedSAMLiteLib.headless.cases import atomic_savez
 from MedSAMLiteLib.headless.samples import coins_case
 

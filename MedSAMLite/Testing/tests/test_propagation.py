@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from MedSAMLiteLib.backends import BackendStats
+from MedSAMLiteLib.models.backends import BackendStats
 from MedSAMLiteLib.core.embedding_cache import EmbeddingCache
 from MedSAMLiteLib.core.object_propagation import segment_3d_official
 from MedSAMLiteLib.core.propagate import count_slice_steps, segment_2d, segment_3d

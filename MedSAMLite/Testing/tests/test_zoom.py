@@ -132,7 +132,7 @@ def test_cli_zoom_flag(monkeypatch, tmp_path, capsys):
 
     import cv2
 
-    from MedSAMLiteLib import model_store
+    from MedSAMLiteLib.models import store as model_store
 
     made = []
 
@@ -172,7 +172,7 @@ def _mni_ventricle_slice():
 
 def test_real_small_ventricles_zoom_beats_default():
     from MedSAMLiteLib.headless.samples import dice_per_label
-    from MedSAMLiteLib.model_store import load_backend
+    from MedSAMLiteLib.models.store import load_backend
 
     image, masks = _mni_ventricle_slice()
     assert len(masks) == 3

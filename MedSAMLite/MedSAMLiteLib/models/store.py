@@ -25,14 +25,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.profiles import PROFILES
+from ..core.profiles import PROFILES
 
 # Bump when a conversion builder changes the graphs it makes for the same weights (cached models are
 # rebuilt). Kept here, not in `conversion` (which imports openvino), so model states need no openvino.
 CONVERTER_VERSION = 1
 DOWNLOAD_TIMEOUT_S = 600
 
-CATALOGUE = Path(__file__).resolve().parents[1] / "Resources" / "models.json"
+CATALOGUE = Path(__file__).resolve().parents[2] / "Resources" / "models.json"
 DEFAULT_MODEL = "litemedsam"
 MANIFEST, VERIFIED, CURRENT = "manifest.json", "verified.json", "current.json"
 GRAPH_FILES = ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.profiles import Profile
+from ..core.profiles import Profile
 
 PRECISIONS = ("f32", "bf16")
 
