@@ -156,7 +156,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import sys
 
         self.cancelWork()
-        engineClient = sys.modules.get("MedSAMLiteLib.engine_client")
+        engineClient = sys.modules.get("MedSAMLiteLib.engine.client")
         if engineClient is not None:  # the engine process runs the old code: the next use starts a new one
             engineClient.shutdown()
         for name in [n for n in sys.modules if n == "MedSAMLiteLib" or n.startswith("MedSAMLiteLib.")]:
@@ -490,7 +490,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     Data flow: volume node -> its raw voxels into shared memory (once per volume state) and its
     IJK-to-RAS -> ROI corners -> a voxel box in the canonical axial layout -> the engine (preset,
-    reorientation, cached embeddings, the segmenter; MedSAMLiteLib/engine.py) -> a crop of the mask ->
+    reorientation, cached embeddings, the segmenter; MedSAMLiteLib/engine/server.py) -> a crop of the mask ->
     the segment. Only `prepare` (MedSAMLiteLib/mrml/inputs.py) and the writes (mrml/segments.py) touch
     MRML (main thread); nothing here imports openvino.
     Runs without Slicer's Qt, so it is testable on slicer-core.
@@ -513,8 +513,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
     # -- the engine process ------------------------------------------------------------------------------
     @staticmethod
     def engine():
-        """The engine process (MedSAMLiteLib/engine.py), started on first use."""
-        from MedSAMLiteLib import engine_client
+        """The engine process (MedSAMLiteLib/engine/server.py), started on first use."""
+        from MedSAMLiteLib.engine import client as engine_client
 
         try:
             return engine_client.shared()
@@ -523,7 +523,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     def _call(self, op, **args):
         """A request the caller waits for (model management); its failure as one line."""
-        from MedSAMLiteLib.engine_client import EngineError
+        from MedSAMLiteLib.engine.client import EngineError
 
         try:
             return self.engine().call(op, **args)

@@ -247,7 +247,7 @@ def large_ct_scene(shape: tuple[int, int, int], slices: int | None):
 
 def bench_realsize(repeat: int) -> list[str]:
     """400 x 512 x 512: clicks, the longest main-thread call, 3D cold/cached/prefetched, GIL-holding idle."""
-    from MedSAMLiteLib import engine_client
+    from MedSAMLiteLib.engine import client as engine_client
 
     module, volume, roi, segmentation, roi_slices = large_ct_scene((400, 512, 512), 40)
     engine_client.shared().stop()  # the first click below starts the engine and loads the model

@@ -18,7 +18,7 @@ import harness  # noqa: E402
 
 MODULE = harness.load_module()
 import slicer  # noqa: E402
-from MedSAMLiteLib import engine_client  # noqa: E402
+from MedSAMLiteLib.engine import client as engine_client  # noqa: E402
 
 TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
 

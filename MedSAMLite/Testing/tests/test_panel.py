@@ -399,7 +399,7 @@ else:
         gui.ui.segmentSelector._user_select(s.other)
         click(gui.ui.segmentButton)
         pythonqt.run_until(lambda: not np.array_equal(segment_array(s, s.other), s.other_mask > 0))
-        helper, client = sys.modules["MedSAMLiteLib"], sys.modules["MedSAMLiteLib.engine_client"]
+        helper, client = sys.modules["MedSAMLiteLib"], sys.modules["MedSAMLiteLib.engine.client"]
         engine = client.running()
         assert engine is not None and engine.alive
         gui.onReload()  # the Reload button of the developer section

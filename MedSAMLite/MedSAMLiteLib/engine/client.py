@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-LIB_PARENT = str(Path(__file__).resolve().parents[1])  # the folder holding MedSAMLiteLib
+LIB_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding MedSAMLiteLib
 ENV_PASSED = ("MEDSAMLITE_HOME",)  # read by the engine per request, so a changed setting applies at once
 START_TIMEOUT_S = 60.0
 KEPT_UPLOADS = 2  # volume states kept in shared memory (the current one and the one before)
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MedSAMLiteLib.engine import main; main()"
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MedSAMLiteLib.engine.server import main; main()"
 
 
 class EngineError(RuntimeError):

@@ -31,7 +31,7 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
-from . import one_line
+from .. import one_line
 
 
 class Cancelled(Exception):
@@ -69,7 +69,7 @@ class Slices:
     KEEP = 4  # slices kept made (a 3D step reads its slice more than once)
 
     def __init__(self, raw: np.ndarray, geometry, preset: str, window: tuple[float, float] | None) -> None:
-        from .core import presets
+        from ..core import presets
 
         view = geometry.canonical_view(raw)
         if view.ndim == 4:
@@ -108,7 +108,7 @@ class Engine:
     """Serves requests from Slicer on one connection; keeps models, embeddings and volumes between them."""
 
     def __init__(self, conn) -> None:
-        from .core.embedding_cache import EmbeddingCache
+        from ..core.embedding_cache import EmbeddingCache
 
         self.conn = conn
         self.inbox: queue.Queue = queue.Queue()
@@ -136,7 +136,7 @@ class Engine:
             if message[0] == "cancel":  # ("cancel", id, stop): `stop` allows exiting if the job cannot stop
                 self.cancelled.add(message[1])
                 if message[1] == self.current and not self.interruptible and message[2:3] == (True,):
-                    from .models.store import stop_downloads
+                    from ..models.store import stop_downloads
 
                     stop_downloads()
                     os._exit(0)  # a model load or conversion cannot stop half-way: Slicer starts a new engine
@@ -207,7 +207,7 @@ class Engine:
 
     # -- models and images ------------------------------------------------------------------------------------
     def backend(self, job_id: int, name: str, precision: str = "f32", download: bool = True):
-        from .models.store import load_backend
+        from ..models.store import load_backend
 
         key = (name, precision)
         if key not in self.backends:
@@ -216,14 +216,14 @@ class Engine:
         return self.backends[key]
 
     def segmenter(self, job_id: int, name: str, zoom: bool = False, download: bool = True):
-        from .core.segmenter import Segmenter
-        from .core.zoom import ZoomRule
+        from ..core.segmenter import Segmenter
+        from ..core.zoom import ZoomRule
 
         return Segmenter(self.backend(job_id, name, download=download), self.cache, zoom=ZoomRule() if zoom else None)
 
     def image(self, volume, size, ijk_to_ras, preset, window, image_key) -> Slices:
         """The Slices of a volume state under a preset (made once; the few most recent kept)."""
-        from .core.geometry import Geometry
+        from ..core.geometry import Geometry
 
         if image_key not in self.images:
             if volume not in self.volumes:
@@ -239,7 +239,7 @@ class Engine:
     def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
         """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
         in 3D the middle slice is sent first as a partial result."""
-        from .core.roi import SliceBox
+        from ..core.roi import SliceBox
 
         segmenter = self.segmenter(job_id, backend, zoom)
         self.stage(job_id, "segmenting", interruptible=True)
@@ -278,20 +278,20 @@ class Engine:
         return len(slices)
 
     def do_download(self, job_id, name):
-        from .models.store import fetch_weights
+        from ..models.store import fetch_weights
 
         self.stage(job_id, f"downloading the {name} weights", interruptible=False)
         return str(fetch_weights(name))
 
     def do_import(self, job_id, name, path):
-        from .models.store import import_checkpoint
+        from ..models.store import import_checkpoint
 
         self.stage(job_id, "importing the checkpoint", interruptible=False)
         self.backends = {k: v for k, v in self.backends.items() if k[0] != name}
         return str(import_checkpoint(name, path))
 
     def do_clear_cache(self, job_id, weights=False):
-        from .models.store import clear_cache
+        from ..models.store import clear_cache
 
         self.backends.clear()  # compiled models map their files (Windows cannot delete them while open)
         clear_cache(weights)
