@@ -9,19 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_io import FormatError, _sitk, _sitk_reason
+from .sitk import FormatError, load_sitk, sitk_reason
 
 SPACING_TOLERANCE = 0.01  # relative spread of slice gaps still called regular (1 %)
 
 
 def read_series(folder: Path, series: str | None, notes: list[str]):
     """-> (SimpleITK image, modality). With several series, `series` picks one, else the largest."""
-    sitk = _sitk()
+    sitk = load_sitk()
     reader = sitk.ImageSeriesReader()
     try:
         ids = list(reader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as e:
-        raise FormatError(f"{folder}: cannot scan for DICOM files ({_sitk_reason(e)})") from e
+        raise FormatError(f"{folder}: cannot scan for DICOM files ({sitk_reason(e)})") from e
     if not ids:
         raise FormatError(f"{folder}: no DICOM series found in this folder (give an image file, or a folder of .dcm slices)")
     files = {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in ids}
@@ -43,17 +43,17 @@ def read_series(folder: Path, series: str | None, notes: list[str]):
     try:
         return reader.Execute(), modality
     except RuntimeError as e:
-        raise FormatError(f"{folder}: series {uid} could not be read ({_sitk_reason(e)})") from e
+        raise FormatError(f"{folder}: series {uid} could not be read ({sitk_reason(e)})") from e
 
 
 def _header(path: str) -> dict:
-    sitk = _sitk()
+    sitk = load_sitk()
     r = sitk.ImageFileReader()
     r.SetFileName(path)
     try:
         r.ReadImageInformation()
     except RuntimeError as e:
-        raise FormatError(f"{path}: unreadable DICOM header ({_sitk_reason(e)})") from e
+        raise FormatError(f"{path}: unreadable DICOM header ({sitk_reason(e)})") from e
     get = lambda tag: r.GetMetaData(tag).strip() if r.HasMetaDataKey(tag) else None  # noqa: E731
     return {
         "path": path, "size": r.GetSize(), "origin": np.array(r.GetOrigin()), "direction": np.array(r.GetDirection()),

@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.geometry import Geometry
+from .dicom import read_series
+from .sitk import FormatError, load_sitk, sitk_reason
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 PLAIN_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
-
-
-class FormatError(ValueError):
-    """An image, label map or mask that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -58,22 +56,6 @@ class Image:
         return apply_preset(self.array, modality or self.modality, preset, window_wl, is_2d=self.kind == "2D")
 
 
-def _sitk():
-    try:
-        import SimpleITK as sitk
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise FormatError("reading and writing medical formats needs SimpleITK: pip install 'medsamlite[formats]'") from e
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # we check and report problems ourselves
-    return sitk
-
-
-def _sitk_reason(e: Exception) -> str:
-    """The useful last line of a SimpleITK exception."""
-    text = str(e).strip()
-    match = re.search(r"sitk::ERROR:\s*(.*)", text, re.S)
-    return (match.group(1) if match else text).strip().splitlines()[0] if text else type(e).__name__
-
-
 def suffix_of(path: str | Path) -> str:
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
@@ -90,8 +72,6 @@ def read_image(path: str | Path, volume: int | None = None, series: str | None =
     if not path.exists():
         raise FormatError(f"{path}: no such file or folder")
     if path.is_dir():
-        from .dicom import read_series
-
         img, modality = read_series(path, series, notes)
     else:
         img = _read_file(path)
@@ -104,11 +84,11 @@ def read_image(path: str | Path, volume: int | None = None, series: str | None =
 
 
 def _read_file(path: Path):
-    sitk = _sitk()
+    sitk = load_sitk()
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise FormatError(f"{path}: not a readable image ({_sitk_reason(e)})") from e
+        raise FormatError(f"{path}: not a readable image ({sitk_reason(e)})") from e
 
 
 def _modality(img) -> str | None:
@@ -119,7 +99,7 @@ def _modality(img) -> str | None:
 
 def _pick_volume(img, path: Path, volume: int | None):
     """4D -> the chosen 3D volume (a 4D file with one volume needs no choice)."""
-    sitk = _sitk()
+    sitk = load_sitk()
     dim = img.GetDimension()
     if dim == 4:
         count = img.GetSize()[3]
@@ -140,7 +120,7 @@ def _pick_volume(img, path: Path, volume: int | None):
 
 def _canonical(img, path: Path) -> tuple[np.ndarray, Geometry]:
     """SimpleITK image -> (canonical array, geometry); RGB only for 2D, alpha dropped."""
-    sitk = _sitk()
+    sitk = load_sitk()
     size = img.GetSize()
     channels = img.GetNumberOfComponentsPerPixel()
     single_slice = len(size) == 3 and size[2] == 1
@@ -212,7 +192,7 @@ def read_labels(path: str | Path, like: Image) -> np.ndarray:
     plain = suffix_of(path) in PLAIN_2D_SUFFIXES  # no geometry in the file: only the pixel grid must agree
     if not (geometry.same_grid(like.geometry) or (plain and like.kind == "2D" and geometry.shape == like.array.shape[:2])):
         raise FormatError(f"{path}: label grid ({geometry.describe()}) does not match the image grid ({like.geometry.describe()})")
-    source = _sitk().GetArrayFromImage(img)
+    source = load_sitk().GetArrayFromImage(img)
     if plain:
         return source
     labels = like.geometry.from_source_array(source)
@@ -243,7 +223,7 @@ def write_mask(mask: np.ndarray, like: Image | Geometry | str | Path, path: str 
     Volumes: .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd. 2D: also .png/.tif/.tiff/.bmp. uint8 when the
     labels fit, else uint16. Written into a temporary file first, so no half-written mask is left.
     """
-    sitk = _sitk()
+    sitk = load_sitk()
     path = Path(path)
     geometry = geometry_of(like)
     mask = np.asarray(mask)
@@ -286,7 +266,7 @@ def mask_format(path: str | Path, geometry: Geometry) -> str:
 
 def _atomic_write_image(img, path: Path) -> None:
     """WriteImage into a temporary folder beside `path`, then move the file(s) in (header last)."""
-    sitk = _sitk()
+    sitk = load_sitk()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
@@ -295,6 +275,6 @@ def _atomic_write_image(img, path: Path) -> None:
         for part in written:
             os.replace(part, path.parent / part.name)
     except RuntimeError as e:
-        raise FormatError(f"{path}: could not write ({_sitk_reason(e)})") from e
+        raise FormatError(f"{path}: could not write ({sitk_reason(e)})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
