@@ -2,7 +2,7 @@
 
 Inference never runs in Slicer's process: Slicer's main thread keeps the GIL while Qt idles (a worker
 thread there crawls), and OpenVINO's oneTBB must not meet Slicer's. So the computing lives in a child
-process (`engine.py`), started with Slicer's own Python (`PythonSlicer`, else `sys.executable`) on first
+process (`server.py`), started with Slicer's own Python (`PythonSlicer`, else `sys.executable`) on first
 use, without fork, and kept for the session. This module imports neither openvino nor the core, so
 the Slicer module loads and asks for model states without them.
 
@@ -12,7 +12,7 @@ the Slicer module loads and asks for model states without them.
     engine.pump()                           # main thread, from a timer: read what the engine sent
     task.state, task.progress.done, task.partial(), task.result, task.cancel()
 
-Messages are small (pickled over a `multiprocessing.connection`); voxels go through
+Messages are the small named tuples of `protocol.py` (pickled over a `multiprocessing.connection`); voxels go through
 `multiprocessing.shared_memory`, one copy per volume state. Masks come back as crops the size of the
 result. If the engine dies, its tasks fail with one line and the next `shared()` starts a new one.
 """
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import protocol
+
 LIB_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding MedSAMLiteLib
-ENV_PASSED = ("MEDSAMLITE_HOME",)  # read by the engine per request, so a changed setting applies at once
 START_TIMEOUT_S = 60.0
 KEPT_UPLOADS = 2  # volume states kept in shared memory (the current one and the one before)
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MedSAMLiteLib.engine.server import main; main()"
@@ -146,8 +147,8 @@ class Upload:
         self._thread.join(0.002)  # a short wait lets the copy thread take the GIL to finish
         return not self._thread.is_alive()
 
-    def message(self) -> tuple:
-        return ("volume", self.key, self.shm.name, self.shape, self.dtype)
+    def message(self) -> protocol.Volume:
+        return protocol.Volume(self.key, self.shm.name, self.shape, self.dtype)
 
     def release(self) -> None:
         self._thread.join()
@@ -203,19 +204,19 @@ class Engine:
         for old in [u for u in self._uploads.values() if id(u) not in waited_for][:-KEPT_UPLOADS]:
             del self._uploads[old.key]
             if old.sent and self.alive:
-                self._send(("drop", old.key))  # after the requests that use it: the engine serves in order
+                self._send(protocol.Drop(old.key))  # after the requests that use it: the engine serves in order
             old.release()
         return upload
 
     def submit(self, op: str, upload: Upload | None = None, total: int = 0, **args) -> Task:
         """Start `op` in the engine (after `upload` is in shared memory); follow it with `pump`."""
         task = Task(self, next(self._ids), op, total)
+        message = protocol.request(op, task.id, args, {k: os.environ.get(k) for k in protocol.ENV_PASSED})
         if not self.alive:
             task._end(Task.FAILED, error=self.dead)
             return task
         self.tasks[task.id] = task
-        args["env"] = {k: os.environ.get(k) for k in ENV_PASSED}
-        self._waiting.append((task, (op, task.id, args), upload))
+        self._waiting.append((task, message, upload))
         self.pump()
         return task
 
@@ -235,7 +236,7 @@ class Engine:
         # Loading, converting, downloading cannot stop half-way: the engine exits (and is made to), except
         # for a prefetch, whose model load serves the Segment that cancelled it.
         stop = not task.interruptible and task.op != "prefetch"
-        self._send(("cancel", task.id, stop))
+        self._send(protocol.Cancel(task.id, stop))
         if stop:
             self.stop(f"the MedSAMLite engine was stopped while {task.stage} (cancelled)", grace=1.0)
 
@@ -283,23 +284,22 @@ class Engine:
             self._died()
 
     def _dispatch(self, message) -> None:
-        kind, task_id, *rest = message
-        task = self.tasks.get(task_id)
+        task = self.tasks.get(message.task)
         if task is None:
             return
-        if kind == "progress":
-            task.progress.done += rest[0]
-        elif kind == "stage":
-            task.stage, task.interruptible = rest
-        elif kind == "partial":
+        if isinstance(message, protocol.Progress):
+            task.progress.done += message.n
+        elif isinstance(message, protocol.Stage):
+            task.stage, task.interruptible = message.text, message.interruptible
+        elif isinstance(message, protocol.Partial):
             if task.running:
-                task._partials.append(rest[0])
+                task._partials.append(message.mask)
         else:
-            self.tasks.pop(task_id, None)
-            if kind == "done":
-                task._end(Task.DONE, result=rest[0])
-            elif kind == "failed":
-                task._end(Task.FAILED, error=rest[0])
+            self.tasks.pop(message.task, None)
+            if isinstance(message, protocol.Done):
+                task._end(Task.DONE, result=message.result)
+            elif isinstance(message, protocol.Failed):
+                task._end(Task.FAILED, error=message.error)
             else:
                 task._end(Task.CANCELLED)
 

@@ -1,4 +1,4 @@
-"""The engine: MedSAMLite's computing process, a child of Slicer (engine_client.py starts and talks to it).
+"""The engine: MedSAMLite's computing process, a child of Slicer (client.py starts and talks to it).
 
 Everything heavy runs here, never in Slicer's process: OpenVINO and the converted models, conversion,
 downloads, hashing, presets, reorientation to canonical slices, embeddings (with their cache) and
@@ -12,9 +12,7 @@ segmentation or prefetch at its next slice; during a model load, conversion or d
 stop half-way, the engine exits (Slicer starts a new one when needed), unless the job was a prefetch
 (its model load serves the Segment that follows).
 
-Messages in: ("volume", key, shm name, shape, dtype), ("drop", key), ("cancel", id, stop), (op, id, args).
-Messages out: ("stage", id, text, interruptible), ("progress", id, n), ("partial", id, (crop, origin)),
-("done", id, result), ("failed", id, one line), ("cancelled", id).
+Messages both ways are the named tuples of `protocol.py`.
 """
 from __future__ import annotations
 
@@ -32,9 +30,10 @@ from multiprocessing.connection import Client
 import numpy as np
 
 from .. import one_line
+from . import protocol
 
 
-class Cancelled(Exception):
+class CancelRequested(Exception):
     """Raised at the next step of a job whose Cancel arrived."""
 
 
@@ -122,7 +121,7 @@ class Engine:
         self._send_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------------------------
-    def send(self, *message) -> None:
+    def send(self, message: tuple) -> None:
         with self._send_lock:
             self.conn.send(message)
 
@@ -133,9 +132,9 @@ class Engine:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 os._exit(0)  # Slicer is gone
-            if message[0] == "cancel":  # ("cancel", id, stop): `stop` allows exiting if the job cannot stop
-                self.cancelled.add(message[1])
-                if message[1] == self.current and not self.interruptible and message[2:3] == (True,):
+            if isinstance(message, protocol.Cancel):
+                self.cancelled.add(message.task)
+                if message.task == self.current and not self.interruptible and message.stop:
                     from ..models.store import stop_downloads
 
                     stop_downloads()
@@ -147,18 +146,16 @@ class Engine:
         threading.Thread(target=self.read, name="MedSAMLite engine reader", daemon=True).start()
         while True:
             message = self.inbox.get()
-            op = message[0]
-            if op == "volume":
-                key, name, shape, dtype = message[1:]
+            if isinstance(message, protocol.Volume):
                 try:
-                    shm = _attach(name)
+                    shm = _attach(message.shm)
                 except OSError:  # freed by Slicer meanwhile: a request that needs it fails with one line
                     continue
-                self.volumes[key] = (shm, np.ndarray(shape, np.dtype(dtype), buffer=shm.buf))
-            elif op == "drop":
-                self.drop(message[1])
+                self.volumes[message.key] = (shm, np.ndarray(message.shape, np.dtype(message.dtype), buffer=shm.buf))
+            elif isinstance(message, protocol.Drop):
+                self.drop(message.key)
             else:
-                self.job(op, message[1], message[2])
+                self.job(message)
 
     def drop(self, key) -> None:
         self.images = OrderedDict((k, v) for k, v in self.images.items() if k[0] != key)
@@ -166,26 +163,27 @@ class Engine:
         if shm is not None:
             shm.close()
 
-    def job(self, op: str, job_id: int, args: dict) -> None:
+    def job(self, request: protocol.Request) -> None:
+        job_id = request.task
         if job_id in self.cancelled:
             self.cancelled.discard(job_id)
-            self.send("cancelled", job_id)
+            self.send(protocol.Cancelled(job_id))
             return
-        for key, value in args.pop("env", {}).items():
+        for key, value in request.env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
         self.current, self.interruptible = job_id, True
         try:
-            result = getattr(self, f"do_{op}")(job_id, **args)
-        except Cancelled:
-            self.send("cancelled", job_id)
+            result = getattr(self, f"do_{request.op}")(job_id, **request.args)
+        except CancelRequested:
+            self.send(protocol.Cancelled(job_id))
         except Exception as e:  # noqa: BLE001 - every failure reaches Slicer as one line
             traceback.print_exc(file=sys.stderr)
-            self.send("failed", job_id, one_line(e))
+            self.send(protocol.Failed(job_id, one_line(e)))
         else:
-            self.send("done", job_id, result)
+            self.send(protocol.Done(job_id, result))
         finally:
             self.current, self.interruptible = None, True
             self.cancelled.discard(job_id)
@@ -193,15 +191,15 @@ class Engine:
     def stage(self, job_id: int, text: str, interruptible: bool) -> None:
         self.interruptible = interruptible
         if interruptible and job_id in self.cancelled:
-            raise Cancelled()
-        self.send("stage", job_id, text, interruptible)
+            raise CancelRequested()
+        self.send(protocol.Stage(job_id, text, interruptible))
 
     def progress(self, job_id: int):
         def report(n: int = 1) -> None:
             if job_id in self.cancelled:
-                raise Cancelled()
+                raise CancelRequested()
             if n:
-                self.send("progress", job_id, n)
+                self.send(protocol.Progress(job_id, n))
 
         return report
 
@@ -253,7 +251,7 @@ class Engine:
             return {"mask": _shift(crop(mask[None]), box.z0),
                     "status": f"{backend} 2D: {time.perf_counter() - t0:.2f} s"}
         middle = segmenter.middle_slice(box.xyz)
-        self.send("partial", job_id, _shift(crop(segmenter.segment_2d(middle, box.xy)[None]), middle))
+        self.send(protocol.Partial(job_id, _shift(crop(segmenter.segment_2d(middle, box.xy)[None]), middle)))
         visited = []
 
         def counted(n=1):
@@ -336,7 +334,7 @@ def _peak_rss_mib() -> float | None:
 
 
 def main() -> None:
-    """Entry point (engine_client starts `python -c ...main()`): connect back to Slicer, then serve."""
+    """Entry point (client.py starts `python -c ...main()`): connect back to Slicer, then serve."""
     if sys.stderr is None:  # a windowless child on Windows has no console: tracebacks go nowhere
         sys.stderr = open(os.devnull, "w")
     hello = json.loads(sys.stdin.readline())

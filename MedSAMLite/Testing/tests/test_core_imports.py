@@ -1,4 +1,4 @@
-"""The core (MedSAMLiteLib) runs in Slicer on numpy, openvino, opencv and SimpleITK only: never torch,
+"""MedSAMLiteLib runs in Slicer on numpy, openvino, opencv and SimpleITK only: never torch,
 slicer or qt. (headless/samples.py builds demo and test data and may use scipy and scikit-image;
 the subpackage mrml/ is the Slicer side (MRML inputs in, segments out), the one part that may import slicer
 and vtk.)"""
