@@ -377,4 +377,3 @@ def install():
     slicer.qSlicerSegmentEditorEffectFactory = qSlicerSegmentEditorEffectFactory
     qSlicerSegmentEditorEffectFactory._instance = None
     slicer.modules.segmenteditor = SegmentEditorModule()
-    slicer_app.qMRMLSliceWidget.className = lambda self: "qMRMLSliceWidget"  # PythonQt's className() of a QObject

@@ -145,6 +145,30 @@ else:
         button.click()
         pythonqt.process_events()
 
+    # What PythonQt shows of the effect adaptor besides QObject (Q_PROPERTY, slots, Q_INVOKABLE), read from
+    # qSlicerSegmentEditorAbstractEffect.h and qSlicerSegmentEditorScriptedEffect.h (5.6 to 5.12); the stand-in
+    # may model less, never more.
+    ADAPTOR_API = {
+        "name", "title", "perSegment", "requireSegments", "showEffectCursorInSliceView", "showEffectCursorInThreeDView",
+        "pythonSource", "setPythonSource", "self", "helpText", "activate", "deactivate", "active",
+        "modifySelectedSegmentByLabelmap", "modifySegmentByLabelmap", "applyImageMask", "createCursor", "cleanup",
+        "updateGUIFromMRML", "updateMRMLFromGUI", "parameterSetNode", "setParameterSetNode", "scene", "optionsFrame",
+        "optionsLayout", "addActor2D", "removeActor2D", "addActor3D", "removeActor3D", "addOptionsWidget",
+        "addLabeledOptionsWidget", "cursorOff", "cursorOn", "selectEffect", "parameter", "integerParameter",
+        "doubleParameter", "nodeReference", "setParameter", "setParameterDefault", "setCommonParameter",
+        "setCommonParameterDefault", "setNodeReference", "setCommonNodeReference", "parameterDefined",
+        "commonParameterDefined", "confirmCurrentSegmentVisible", "modifierLabelmap", "defaultModifierLabelmap",
+        "maskLabelmap", "selectedSegmentLabelmap", "referenceGeometryImage", "sourceVolumeImageData",
+        "masterVolumeImageData", "saveStateForUndo", "renderWindow", "renderer", "viewNode", "rasToXy", "xyzToRas",
+        "xyToRas", "xyzToIjk", "xyToIjk", "forceRender", "scheduleRender", "sliceSpacing", "segmentationDisplayableInView",
+    }
+
+    def test_the_adaptor_stand_in_shows_no_more_than_slicers():
+        cls = segment_editor.qSlicerSegmentEditorScriptedEffect
+        own = {a for a in vars(cls) if not a.startswith("_") and a not in ("pythonqt_slots", "pythonqt_signals", "staticMetaObject")}
+        assert own - ADAPTOR_API == set()
+        assert set(cls.pythonqt_slots.values()) <= ADAPTOR_API
+
     # -- registration and the options ------------------------------------------------------------------
     def test_the_module_registers_the_effect_at_startup(panel):
         names = [e.name for e in slicer.qSlicerSegmentEditorEffectFactory.instance().registeredEffects()]
