@@ -22,6 +22,7 @@ What the module code relies on, and how PySide6 differs unless wrapped (see docs
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import inspect
 import logging
 import os
@@ -33,7 +34,17 @@ import xml.etree.ElementTree as ElementTree
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+# The Qt profile: PySide6 (Qt 6, as Slicer's Qt 6 builds) or PySide2 (Qt 5.15, as Slicer 5.6 to 5.12's
+# default builds); MEDSAMLITE_QT=PySide2 or PySide6 picks one, else whichever is installed (PySide6 first).
+BINDING = os.environ.get("MEDSAMLITE_QT") or next(
+    (name for name in ("PySide6", "PySide2") if importlib.util.find_spec(name) is not None), "PySide6")
+if BINDING == "PySide2":
+    from PySide2 import QtCore, QtGui, QtWidgets  # noqa: E402
+    import shiboken2 as shiboken  # noqa: E402
+else:
+    from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+    import shiboken6 as shiboken  # noqa: E402
+QT_VERSION = tuple(int(part) for part in QtCore.qVersion().split(".")[:2])
 
 errors: list = []  # exceptions raised in slots
 file_dialog_answers: list = []  # what the next QFileDialog.getOpenFileName returns (a path or "")
@@ -43,6 +54,7 @@ _NAMESPACES = (QtWidgets, QtGui, QtCore)
 _PROPERTIES: dict = {}
 _CLASSES: dict = {}
 _CUSTOM: dict = {}
+_READING: set = set()  # property names being read right now (see PythonQtObject.__getattribute__)
 
 
 def application():
@@ -59,9 +71,9 @@ def take_errors() -> list:
 
 # -- properties as attributes ----------------------------------------------------------------------------
 def _qt_base(cls):
-    """The PySide6 class a PythonQt class or stand-in derives from (its real Qt meta-object)."""
+    """The PySide class a PythonQt class or stand-in derives from (its real Qt meta-object)."""
     for base in cls.__mro__:
-        if base.__module__.startswith("PySide6"):
+        if base.__module__.startswith(BINDING):
             return base
     raise TypeError(f"{cls} is no Qt class")
 
@@ -159,14 +171,20 @@ class PythonQtObject:
         if name[:1] != "_":
             if name in ("connect", "disconnect"):  # PySide6 would answer these itself
                 return types.MethodType(getattr(PythonQtObject, "_pythonqt_" + name), self)
-            if name in qt_properties(self):
-                return QtCore.QObject.property(self, name)
+            if name in qt_properties(self) and name not in _READING:
+                # PySide2 looks up a Python override of a virtual (sizeHint) through this very method while
+                # Qt reads the property: that inner lookup must see the method, not the property again.
+                _READING.add(name)
+                try:
+                    return QtCore.QObject.property(self, name)
+                finally:
+                    _READING.discard(name)
             if name == "name":
                 return QtCore.QObject.objectName(self)
         return super().__getattribute__(name)
 
     def __setattr__(self, name, value):
-        if name[:1] == "_":
+        if name[:1] == "_" or isinstance(getattr(type(self), name, None), QtCore.Signal):  # PySide2 binds signals so
             return super().__setattr__(name, value)
         if name == "name":
             return QtCore.QObject.setObjectName(self, value)
@@ -179,11 +197,15 @@ class PythonQtObject:
     def _pythonqt_connect(self, *args):
         if len(args) == 2 and isinstance(args[0], str):
             return connect(self, *args)
+        if len(args) == 3 and args[0] is self and str(args[1])[:1] == "2":  # PySide2's own signal.connect() comes here
+            return QtCore.QObject.connect(*args)
         raise TypeError("PythonQt stand-in: use obj.connect('signal(args)', callable)")
 
     def _pythonqt_disconnect(self, *args):
         if len(args) == 2 and isinstance(args[0], str):
             return disconnect(self, *args)
+        if len(args) == 3 and args[0] is self and str(args[1])[:1] == "2":  # PySide2's own signal.disconnect() comes here
+            return QtCore.QObject.disconnect(*args)
         raise TypeError("PythonQt stand-in: use obj.disconnect('signal(args)', callable)")
 
 

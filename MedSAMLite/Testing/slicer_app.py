@@ -24,8 +24,7 @@ from pathlib import Path
 
 import harness
 import pythonqt
-import shiboken6
-from PySide6 import QtCore, QtWidgets
+from pythonqt import QtCore, QtGui, QtWidgets, shiboken
 
 Signal, Property = QtCore.Signal, QtCore.Property
 PythonQtObject = pythonqt.PythonQtObject
@@ -65,8 +64,6 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
             child.setVisible(False)
 
     def paintEvent(self, event):  # noqa: N802 - Qt's name: a header button with its arrow and text
-        from PySide6 import QtGui
-
         painter = QtGui.QPainter(self)
         option = QtWidgets.QStyleOptionButton()
         option.initFrom(self)
@@ -134,7 +131,7 @@ class _Observing:
             self.destroyed.connect(lambda *_, o=observations: [x.RemoveObserver(t) for x, t in o])
 
         def call(*args, widget=self):  # a destroyed widget never answers (qvtk disconnects on destruction)
-            if shiboken6.isValid(widget):
+            if shiboken.isValid(widget):
                 callback()
 
         observations.append((obj, obj.AddObserver(event, call)))
