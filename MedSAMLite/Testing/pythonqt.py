@@ -57,6 +57,16 @@ _CUSTOM: dict = {}
 _READING: set = set()  # property names being read right now (see PythonQtObject.__getattribute__)
 
 
+def _record_callback_exception(kind, value, tb):
+    """Exceptions that reach the top of a callback Qt, VTK or a timer called (VTK's observer calls end in
+    PyErr_Print, i.e. here): printed, as Slicer does, and recorded so that the test fails."""
+    logging.error("exception in a callback:\n%s", "".join(traceback.format_exception(kind, value, tb)))
+    errors.append(value)
+
+
+sys.excepthook = _record_callback_exception
+
+
 def application():
     """The one QApplication of the process."""
     return QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], "-platform", "offscreen"])
@@ -78,14 +88,43 @@ def _qt_base(cls):
     raise TypeError(f"{cls} is no Qt class")
 
 
+# Properties PythonQt does not show as attributes (its wrappers hide them): `timer.singleShot` is the
+# static method, and assigning it raises.
+HIDDEN_PROPERTIES = {"QTimer": {"singleShot"}}
+
+
 def qt_properties(obj) -> frozenset:
     cls = type(obj)
     names = _PROPERTIES.get(cls)
     if names is None:
         meta = QtCore.QObject.metaObject(obj)
-        names = frozenset(meta.property(i).name() for i in range(meta.propertyCount()))
+        names = {meta.property(i).name() for i in range(meta.propertyCount())}
+        for klass in cls.__mro__:
+            names -= HIDDEN_PROPERTIES.get(klass.__name__, set())
+        names = frozenset(names)
         _PROPERTIES[cls] = names
     return names
+
+
+_SHADOWED: dict = {}
+
+
+def _hidden_member(cls, name) -> bool:
+    """True when `name` is a member a stand-in class defines (not its Qt base) that PythonQt does not show
+    of the real class (`cls.pythonqt_shown`: slots, signals, Q_INVOKABLE, properties; slicer_api.json)."""
+    key = (cls, name)
+    if key not in _SHADOWED:
+        hidden = False
+        shown = getattr(cls, "pythonqt_shown", None)
+        if shown is not None and name not in shown and not hasattr(_qt_base(cls), name):  # Qt's own (overrides) stay
+            for klass in cls.__mro__:
+                if klass.__module__.startswith(BINDING) or klass in (PythonQtObject, object):
+                    break
+                if name in vars(klass):
+                    hidden = True
+                    break
+        _SHADOWED[key] = hidden
+    return _SHADOWED[key]
 
 
 def _normalized(signature: str) -> str:
@@ -174,6 +213,8 @@ class PythonQtObject:
             if name in qt_properties(self) and name not in _READING:
                 # PySide2 looks up a Python override of a virtual (sizeHint) through this very method while
                 # Qt reads the property: that inner lookup must see the method, not the property again.
+                if BINDING != "PySide2":
+                    return QtCore.QObject.property(self, name)
                 _READING.add(name)
                 try:
                     return QtCore.QObject.property(self, name)
@@ -181,16 +222,19 @@ class PythonQtObject:
                     _READING.discard(name)
             if name == "name":
                 return QtCore.QObject.objectName(self)
+            if _hidden_member(type(self), name):
+                raise AttributeError(f"{type(self).__name__}.{name}: PythonQt does not show it (in C++ neither a slot, a "
+                                     "signal, a Q_PROPERTY nor Q_INVOKABLE in some supported Slicer; slicer_api.json)")
         return super().__getattribute__(name)
 
     def __setattr__(self, name, value):
-        if name[:1] == "_" or isinstance(getattr(type(self), name, None), QtCore.Signal):  # PySide2 binds signals so
+        if name[:1] == "_" or (BINDING == "PySide2" and isinstance(getattr(type(self), name, None), QtCore.Signal)):  # PySide2 binds signals so
             return super().__setattr__(name, value)
         if name == "name":
             return QtCore.QObject.setObjectName(self, value)
         if name not in qt_properties(self):
-            raise AttributeError(f"{type(self).__name__} has no Qt property {name!r} (PythonQt would store a Python "
-                                 "attribute that the widget never sees)")
+            raise AttributeError(f"{type(self).__name__}.{name}: creating new attributes on C++ objects is not allowed "
+                                 "(PythonQt; no Qt property of that name here)")
         if not QtCore.QObject.setProperty(self, name, value):
             raise TypeError(f"{type(self).__name__}.{name} = {value!r}: Qt refused the value")
 
@@ -219,14 +263,42 @@ def pythonqt_class(base):
 
 
 # -- dialogs and services that would block or leave the process ---------------------------------------------
+def widget_argument(value, what="parent"):
+    """A `QWidget*` argument as PythonQt converts it: a wrapped widget or None, anything else is refused."""
+    if value is not None and not isinstance(value, QtWidgets.QWidget):
+        raise TypeError(f"{what}: PythonQt needs a QWidget* (a Qt widget or None), not {type(value).__name__}")
+    return value
+
+
+def _dialog_answer():
+    if not file_dialog_answers:
+        raise AssertionError("an unexpected file dialog opened")
+    return file_dialog_answers.pop(0)
+
+
 class QFileDialog(PythonQtObject, QtWidgets.QFileDialog):
-    """Static dialogs answer from `file_dialog_answers` (PythonQt returns the path as one string)."""
+    """Static dialogs with Qt's parameters (positional or by name), answered from `file_dialog_answers`;
+    PythonQt returns the path as one string (getOpenFileNames: a tuple, as QStringList)."""
 
     @staticmethod
-    def getOpenFileName(*args, **kwargs):
-        if not file_dialog_answers:
-            raise AssertionError("an unexpected file dialog opened")
-        return file_dialog_answers.pop(0)
+    def getOpenFileName(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
+
+    @staticmethod
+    def getSaveFileName(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
+
+    @staticmethod
+    def getOpenFileNames(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return tuple(_dialog_answer())
+
+    @staticmethod
+    def getExistingDirectory(parent=None, caption="", dir="", options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
 
 
 class QDesktopServices:
