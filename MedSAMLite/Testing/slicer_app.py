@@ -34,7 +34,7 @@ PythonQtObject = pythonqt.PythonQtObject
 MODULE_FILE = Path(os.environ.get("MEDSAMLITE_PANEL_MODULE_FILE") or harness.MODULE_DIR / "MedSAMLite.py")
 
 API = json.loads((Path(__file__).resolve().with_name("slicer_api.json")).read_text())  # generate_slicer_api.py
-RELEASES = tuple(API["releases"])  # the supported Slicer releases (5.6 to 5.12)
+RELEASES = tuple(sorted(API["releases"], key=lambda r: tuple(map(int, r.split(".")))))  # supported Slicer releases, oldest first
 
 
 def _shown_in(release, name):
