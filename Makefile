@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 # The Qt 5.15 profile of the panel tests (Slicer 5.6 to 5.12's default builds are Qt 5.15): PySide2 has
 # wheels up to Python 3.10 only; numpy 1.26 as Slicer 5.6/5.8; openvino/opencv/SimpleITK for the engine the
 # panel starts; no torch. Built once, reused (pip's download cache too).
-PYTHON_QT5 ?= $(shell command -v python3.10 || echo /root/.pyenv/versions/3.10.13/bin/python)
+PYTHON_QT5 ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python))),python3.10)
 VENV_QT5   := .venv-qt5
 QT5_PACKAGES := PySide2==5.15.2.1 'numpy<2' slicer-core==5.13.31053.0 'pytest>=7' openvino opencv-python-headless SimpleITK
 

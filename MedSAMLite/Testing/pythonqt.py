@@ -203,6 +203,11 @@ def disconnect(sender, signature, fn):
     return False
 
 
+def _as_pythonqt(value):
+    """A property value as PythonQt converts it: a QStringList is a tuple (PySide gives a list)."""
+    return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else value
+
+
 class PythonQtObject:
     """Mixed into every Qt class the module sees: properties as attributes, PythonQt's connect."""
 
@@ -214,10 +219,10 @@ class PythonQtObject:
                 # PySide2 looks up a Python override of a virtual (sizeHint) through this very method while
                 # Qt reads the property: that inner lookup must see the method, not the property again.
                 if BINDING != "PySide2":
-                    return QtCore.QObject.property(self, name)
+                    return _as_pythonqt(QtCore.QObject.property(self, name))
                 _READING.add(name)
                 try:
-                    return QtCore.QObject.property(self, name)
+                    return _as_pythonqt(QtCore.QObject.property(self, name))
                 finally:
                     _READING.discard(name)
             if name == "name":
@@ -342,6 +347,49 @@ def _value(element):
         return QtCore.QRect(*(int(element.find(k).text) for k in ("x", "y", "width", "height")))
     if kind == "size":
         return QtCore.QSize(*(int(element.find(k).text) for k in ("width", "height")))
+    if kind == "cstring":
+        return QtCore.QByteArray(text.encode())
+    if kind in ("uint", "longlong", "ulonglong"):
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "char":
+        return chr(int(element.find("unicode").text)) if element.find("unicode") is not None else text
+    if kind in ("point", "pointf"):
+        cls = QtCore.QPoint if kind == "point" else QtCore.QPointF
+        return cls(*((int if kind == "point" else float)(element.find(k).text) for k in ("x", "y")))
+    if kind == "sizef":
+        return QtCore.QSizeF(*(float(element.find(k).text) for k in ("width", "height")))
+    if kind == "rectf":
+        return QtCore.QRectF(*(float(element.find(k).text) for k in ("x", "y", "width", "height")))
+    if kind == "url":
+        return QtCore.QUrl(element.find("string").text or "")
+    if kind == "color":
+        rgb = [int(element.find(k).text) for k in ("red", "green", "blue")]
+        return QtGui.QColor(*rgb, int(element.get("alpha", "255")))
+    if kind == "cursorShape":
+        return QtGui.QCursor(getattr(QtCore.Qt, text))
+    if kind == "cursor":
+        return QtGui.QCursor(QtCore.Qt.CursorShape(int(text)))
+    if kind == "sizepolicy":
+        policy = QtWidgets.QSizePolicy(getattr(QtWidgets.QSizePolicy, element.get("hsizetype")),
+                                       getattr(QtWidgets.QSizePolicy, element.get("vsizetype")))
+        policy.setHorizontalStretch(int(element.find("horstretch").text))
+        policy.setVerticalStretch(int(element.find("verstretch").text))
+        return policy
+    if kind == "font":
+        font = QtGui.QFont()
+        for key, setter, convert in (("family", font.setFamily, str), ("pointsize", font.setPointSize, int),
+                                     ("bold", font.setBold, lambda t: t == "true"), ("italic", font.setItalic, lambda t: t == "true"),
+                                     ("underline", font.setUnderline, lambda t: t == "true")):
+            if element.find(key) is not None:
+                setter(convert(element.find(key).text))
+        return font
+    if kind in ("iconset", "pixmap"):  # Slicer's resources (":/Icons/...") are not here: an icon of the file if it exists
+        path = (element.find("normaloff").text if element.find("normaloff") is not None else text).strip()
+        if kind == "pixmap":
+            return QtGui.QPixmap(path)
+        return QtGui.QIcon.fromTheme(element.get("theme")) if element.get("theme") else QtGui.QIcon(path)
     if kind in ("enum", "set"):
         value = None
         for part in text.split("|"):
@@ -373,6 +421,9 @@ class QUiLoader:
             value = _value(prop[0])
             if name == "geometry" and element.tag == "widget" and obj.parent() is not None:
                 continue  # designer geometry of a child in a layout: the layout decides
+            if prop.get("stdset") == "0":  # a dynamic property: Qt's loader sets it whatever the class has
+                QtCore.QObject.setProperty(obj, name, value)
+                continue
             setattr(obj, name, value)
 
     def _widget(self, element, parent):

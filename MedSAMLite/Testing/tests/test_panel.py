@@ -177,6 +177,31 @@ else:
         with pytest.raises(TypeError):
             qt.QFileDialog.getOpenFileName(None, "caption", "", "", None, 0, "one too many")
 
+    def test_the_ui_loader_reads_what_qts_own_loader_reads(tmp_path):
+        """Property types Designer writes and dynamic (stdset="0") properties, as QUiLoader sets them."""
+        (tmp_path / "t.ui").write_text("""<?xml version="1.0" encoding="UTF-8"?>
+<ui version="4.0"><class>T</class>
+ <widget class="QWidget" name="T"><layout class="QVBoxLayout" name="l">
+  <item><widget class="QPushButton" name="b">
+   <property name="text"><string>go</string></property>
+   <property name="sizePolicy"><sizepolicy hsizetype="Expanding" vsizetype="Fixed"><horstretch>1</horstretch><verstretch>0</verstretch></sizepolicy></property>
+   <property name="font"><font><pointsize>11</pointsize><bold>true</bold></font></property>
+   <property name="cursor"><cursorShape>PointingHandCursor</cursorShape></property>
+   <property name="icon"><iconset><normaloff>:/Icons/missing.png</normaloff>:/Icons/missing.png</iconset></property>
+   <property name="iconSize"><size><width>16</width><height>16</height></size></property>
+   <property name="SlicerParameterName" stdset="0"><string>Backend</string></property>
+  </widget></item>
+  <item><widget class="QDoubleSpinBox" name="d"><property name="maximum"><double>2.5</double></property></widget></item>
+  <item><widget class="qMRMLNodeComboBox" name="n"><property name="nodeTypes"><stringlist><string>vtkMRMLScalarVolumeNode</string></stringlist></property></widget></item>
+ </layout></widget></ui>""")
+        widget = qt.QUiLoader().load(qt.QFile(str(tmp_path / "t.ui")))
+        button = widget.findChild(pythonqt.QtWidgets.QPushButton, "b")
+        assert button.text == "go" and button.font.bold() and button.sizePolicy.horizontalStretch() == 1
+        assert pythonqt.QtCore.QObject.property(button, "SlicerParameterName") == "Backend"
+        selector = widget.findChild(slicer_app.qMRMLNodeComboBox, "n")
+        assert selector.nodeTypes == ("vtkMRMLScalarVolumeNode",)  # a QStringList is a tuple in PythonQt
+        widget.deleteLater()
+
     def test_an_exception_in_a_vtk_observer_fails_the_test(gui):
         import vtk
 
