@@ -13,8 +13,8 @@ CHILD = os.environ.get("MEDSAMLITE_PANEL_PROCESS") == "1"
 WITHOUT_OPENVINO = os.environ.get("MEDSAMLITE_PANEL_WITHOUT_OPENVINO") == "1"
 
 # pytest in a child process, left with os._exit once the tests are over: PySide's and VTK's objects are
-# not torn down at interpreter exit in Slicer's order (PySide6 aborted there in garbage collection after all
-# tests had passed), and nothing of the module runs then.
+# not torn down at interpreter exit in Slicer's order, and nothing of the module runs then (see also
+# pythonqt._keep_singletons_alive).
 PYTEST_CHILD = "import os, sys, pytest; rc = int(pytest.main(sys.argv[1:])); sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)"
 
 if not CHILD:
