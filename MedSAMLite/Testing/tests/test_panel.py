@@ -117,6 +117,14 @@ else:
         return volume
 
     # -- the panel opens as in Slicer ------------------------------------------------------------------
+    def test_the_qt_profile_is_the_one_asked_for():
+        """make test-qt5 runs on Qt 5.15 (Slicer 5.6 to 5.12), the main venv on Qt 6."""
+        asked = os.environ.get("MEDSAMLITE_QT")
+        if asked == "PySide2":
+            assert pythonqt.BINDING == "PySide2" and pythonqt.QT_VERSION == (5, 15)
+        elif asked == "PySide6":
+            assert pythonqt.BINDING == "PySide6" and pythonqt.QT_VERSION >= (6, 0)
+
     def test_panel_opens_with_its_controls(gui):
         ui = gui.ui
         assert ui.segmentButton.text == "Segment"
