@@ -322,6 +322,43 @@ class QFileDialog(PythonQtObject, QtWidgets.QFileDialog):
         return str(_dialog_answer())
 
 
+message_boxes: list = []  # (kind, text) of every message box shown (slicer_app.messages is this list)
+message_answers: list = []  # what the next question answers (True = yes/OK); default yes
+
+
+class QMessageBox(PythonQtObject, QtWidgets.QMessageBox):
+    """Static message boxes with Qt's parameters (parent a QWidget* or None), recorded, never shown:
+    a question answers from `message_answers` (Yes, or OK when that is offered; else No/Cancel)."""
+
+    @staticmethod
+    def _show(kind, parent, title, text, buttons, defaultButton):  # noqa: N803 - Qt's names
+        widget_argument(parent)
+        message_boxes.append((kind, str(text)))
+        if kind != "question":
+            return QtWidgets.QMessageBox.Ok
+        yes = message_answers.pop(0) if message_answers else True
+        offered = QtWidgets.QMessageBox.StandardButtons(buttons) if buttons is not None else QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No
+        if yes:
+            return QtWidgets.QMessageBox.Yes if offered & QtWidgets.QMessageBox.Yes else QtWidgets.QMessageBox.Ok
+        return QtWidgets.QMessageBox.No if offered & QtWidgets.QMessageBox.No else QtWidgets.QMessageBox.Cancel
+
+    @staticmethod
+    def question(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("question", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def information(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("info", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def warning(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("warning", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def critical(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("error", parent, title, text, buttons, defaultButton)
+
+
 class QDesktopServices:
     @staticmethod
     def openUrl(url):
@@ -517,6 +554,7 @@ def qt_module() -> types.ModuleType:
     module.__pythonqt_standin__ = True
     module.QUiLoader = QUiLoader
     module.QFileDialog = QFileDialog
+    module.QMessageBox = QMessageBox
     module.QDesktopServices = QDesktopServices
 
     def __getattr__(name):

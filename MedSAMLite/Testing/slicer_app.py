@@ -108,9 +108,9 @@ class _UtilAsInEveryRelease(types.ModuleType):
         return value
 
 
-messages: list = []  # (kind, text) of every message box the module showed
+messages: list = pythonqt.message_boxes  # (kind, text) of every message box the module showed
 touched: set = set()  # object names of the controls a test used as a user does (see test_panel.py)
-answers: list = []  # what the next confirmation box answers (True = OK); default OK
+answers: list = pythonqt.message_answers  # what the next confirmation box answers (True = OK); default OK
 
 
 def _scene_ids(scene, cls="vtkMRMLNode"):
@@ -744,8 +744,10 @@ class SegmentEditorModule:
 
 
 def _record_message(text, parent=None, **kwargs):
+    """slicer.util.messageBox: its parent a QWidget* or None (PythonQt), recorded, answered from `answers`."""
     import qt
 
+    pythonqt.widget_argument(parent)
     kind = "question" if kwargs.get("icon") == qt.QMessageBox.Question else "error" if kwargs.get("icon") == qt.QMessageBox.Critical else "info"
     messages.append((kind, text))
     if kind == "question":

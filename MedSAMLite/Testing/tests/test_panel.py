@@ -184,6 +184,12 @@ else:
         pythonqt.file_dialog_answers.clear()
         with pytest.raises(TypeError):
             qt.QFileDialog.getOpenFileName(None, "caption", "", "", None, 0, "one too many")
+        with pytest.raises(TypeError, match="QWidget"):
+            qt.QMessageBox.question(gui, "MedSAMLite", "Go on?")
+        slicer_app.answers.append(False)
+        assert qt.QMessageBox.question(slicer.util.mainWindow(), "MedSAMLite", "Go on?") == qt.QMessageBox.No
+        assert slicer_app.messages[-1] == ("question", "Go on?")
+        slicer_app.messages.clear()
 
     def test_the_ui_loader_reads_what_qts_own_loader_reads(tmp_path):
         """Property types Designer writes and dynamic (stdset="0") properties, as QUiLoader sets them."""
