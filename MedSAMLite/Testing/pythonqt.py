@@ -22,6 +22,7 @@ What the module code relies on, and how PySide6 differs unless wrapped (see docs
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import inspect
 import logging
 import os
@@ -33,7 +34,33 @@ import xml.etree.ElementTree as ElementTree
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+# The Qt profile: PySide6 (Qt 6, as Slicer's Qt 6 builds) or PySide2 (Qt 5.15, as Slicer 5.6 to 5.12's
+# default builds); MEDSAMLITE_QT=PySide2 or PySide6 picks one, else whichever is installed (PySide6 first).
+BINDING = os.environ.get("MEDSAMLITE_QT") or next(
+    (name for name in ("PySide6", "PySide2") if importlib.util.find_spec(name) is not None), "PySide6")
+if BINDING == "PySide2":
+    from PySide2 import QtCore, QtGui, QtWidgets  # noqa: E402
+    import shiboken2 as shiboken  # noqa: E402
+else:
+    from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+    import shiboken6 as shiboken  # noqa: E402
+QT_VERSION = tuple(int(part) for part in QtCore.qVersion().split(".")[:2])
+
+
+def _keep_singletons_alive() -> None:
+    """PySide6 6.12 on Python 3.11 returns None (void methods) and True (Signal.emit) without a new
+    reference, as if they were immortal (they are from Python 3.12 on): every call takes one reference
+    away, and a long test run aborted in garbage collection ("deallocating None"). Where a probe shows
+    that loss, give None, True and False references enough for any run (what 3.12 does by design)."""
+    probe, before = QtCore.QObject(), sys.getrefcount(None)
+    for _ in range(10):
+        probe.setObjectName("probe")
+    if sys.getrefcount(None) < before:
+        for singleton in (None, True, False):
+            ctypes.c_ssize_t.from_address(id(singleton)).value += 1 << 40
+
+
+_keep_singletons_alive()
 
 errors: list = []  # exceptions raised in slots
 file_dialog_answers: list = []  # what the next QFileDialog.getOpenFileName returns (a path or "")
@@ -43,6 +70,17 @@ _NAMESPACES = (QtWidgets, QtGui, QtCore)
 _PROPERTIES: dict = {}
 _CLASSES: dict = {}
 _CUSTOM: dict = {}
+_READING: set = set()  # property names being read right now (see PythonQtObject.__getattribute__)
+
+
+def _record_callback_exception(kind, value, tb):
+    """Exceptions that reach the top of a callback Qt, VTK or a timer called (VTK's observer calls end in
+    PyErr_Print, i.e. here): printed, as Slicer does, and recorded so that the test fails."""
+    logging.error("exception in a callback:\n%s", "".join(traceback.format_exception(kind, value, tb)))
+    errors.append(value)
+
+
+sys.excepthook = _record_callback_exception
 
 
 def application():
@@ -59,11 +97,16 @@ def take_errors() -> list:
 
 # -- properties as attributes ----------------------------------------------------------------------------
 def _qt_base(cls):
-    """The PySide6 class a PythonQt class or stand-in derives from (its real Qt meta-object)."""
+    """The PySide class a PythonQt class or stand-in derives from (its real Qt meta-object)."""
     for base in cls.__mro__:
-        if base.__module__.startswith("PySide6"):
+        if base.__module__.startswith(BINDING):
             return base
     raise TypeError(f"{cls} is no Qt class")
+
+
+# Properties PythonQt does not show as attributes (its wrappers hide them): `timer.singleShot` is the
+# static method, and assigning it raises.
+HIDDEN_PROPERTIES = {"QTimer": {"singleShot"}}
 
 
 def qt_properties(obj) -> frozenset:
@@ -71,9 +114,33 @@ def qt_properties(obj) -> frozenset:
     names = _PROPERTIES.get(cls)
     if names is None:
         meta = QtCore.QObject.metaObject(obj)
-        names = frozenset(meta.property(i).name() for i in range(meta.propertyCount()))
+        names = {meta.property(i).name() for i in range(meta.propertyCount())}
+        for klass in cls.__mro__:
+            names -= HIDDEN_PROPERTIES.get(klass.__name__, set())
+        names = frozenset(names)
         _PROPERTIES[cls] = names
     return names
+
+
+_SHADOWED: dict = {}
+
+
+def _hidden_member(cls, name) -> bool:
+    """True when `name` is a member a stand-in class defines (not its Qt base) that PythonQt does not show
+    of the real class (`cls.pythonqt_shown`: slots, signals, Q_INVOKABLE, properties; slicer_api.json)."""
+    key = (cls, name)
+    if key not in _SHADOWED:
+        hidden = False
+        shown = getattr(cls, "pythonqt_shown", None)
+        if shown is not None and name not in shown and not hasattr(_qt_base(cls), name):  # Qt's own (overrides) stay
+            for klass in cls.__mro__:
+                if klass.__module__.startswith(BINDING) or klass in (PythonQtObject, object):
+                    break
+                if name in vars(klass):
+                    hidden = True
+                    break
+        _SHADOWED[key] = hidden
+    return _SHADOWED[key]
 
 
 def _normalized(signature: str) -> str:
@@ -152,6 +219,11 @@ def disconnect(sender, signature, fn):
     return False
 
 
+def _as_pythonqt(value):
+    """A property value as PythonQt converts it: a QStringList is a tuple (PySide gives a list)."""
+    return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else value
+
+
 class PythonQtObject:
     """Mixed into every Qt class the module sees: properties as attributes, PythonQt's connect."""
 
@@ -159,20 +231,31 @@ class PythonQtObject:
         if name[:1] != "_":
             if name in ("connect", "disconnect"):  # PySide6 would answer these itself
                 return types.MethodType(getattr(PythonQtObject, "_pythonqt_" + name), self)
-            if name in qt_properties(self):
-                return QtCore.QObject.property(self, name)
+            if name in qt_properties(self) and name not in _READING:
+                # PySide2 looks up a Python override of a virtual (sizeHint) through this very method while
+                # Qt reads the property: that inner lookup must see the method, not the property again.
+                if BINDING != "PySide2":
+                    return _as_pythonqt(QtCore.QObject.property(self, name))
+                _READING.add(name)
+                try:
+                    return _as_pythonqt(QtCore.QObject.property(self, name))
+                finally:
+                    _READING.discard(name)
             if name == "name":
                 return QtCore.QObject.objectName(self)
+            if _hidden_member(type(self), name):
+                raise AttributeError(f"{type(self).__name__}.{name}: PythonQt does not show it (in C++ neither a slot, a "
+                                     "signal, a Q_PROPERTY nor Q_INVOKABLE in some supported Slicer; slicer_api.json)")
         return super().__getattribute__(name)
 
     def __setattr__(self, name, value):
-        if name[:1] == "_":
+        if name[:1] == "_" or (BINDING == "PySide2" and isinstance(getattr(type(self), name, None), QtCore.Signal)):  # PySide2 binds signals so
             return super().__setattr__(name, value)
         if name == "name":
             return QtCore.QObject.setObjectName(self, value)
         if name not in qt_properties(self):
-            raise AttributeError(f"{type(self).__name__} has no Qt property {name!r} (PythonQt would store a Python "
-                                 "attribute that the widget never sees)")
+            raise AttributeError(f"{type(self).__name__}.{name}: creating new attributes on C++ objects is not allowed "
+                                 "(PythonQt; no Qt property of that name here)")
         if not QtCore.QObject.setProperty(self, name, value):
             raise TypeError(f"{type(self).__name__}.{name} = {value!r}: Qt refused the value")
 
@@ -183,11 +266,15 @@ class PythonQtObject:
     def _pythonqt_connect(self, *args):
         if len(args) == 2 and isinstance(args[0], str):
             return connect(self, *args)
+        if len(args) == 3 and args[0] is self and str(args[1])[:1] == "2":  # PySide2's own signal.connect() comes here
+            return QtCore.QObject.connect(*args)
         raise TypeError("PythonQt stand-in: use obj.connect('signal(args)', callable)")
 
     def _pythonqt_disconnect(self, *args):
         if len(args) == 2 and isinstance(args[0], str):
             return disconnect(self, *args)
+        if len(args) == 3 and args[0] is self and str(args[1])[:1] == "2":  # PySide2's own signal.disconnect() comes here
+            return QtCore.QObject.disconnect(*args)
         raise TypeError("PythonQt stand-in: use obj.disconnect('signal(args)', callable)")
 
 
@@ -201,14 +288,79 @@ def pythonqt_class(base):
 
 
 # -- dialogs and services that would block or leave the process ---------------------------------------------
+def widget_argument(value, what="parent"):
+    """A `QWidget*` argument as PythonQt converts it: a wrapped widget or None, anything else is refused."""
+    if value is not None and not isinstance(value, QtWidgets.QWidget):
+        raise TypeError(f"{what}: PythonQt needs a QWidget* (a Qt widget or None), not {type(value).__name__}")
+    return value
+
+
+def _dialog_answer():
+    if not file_dialog_answers:
+        raise AssertionError("an unexpected file dialog opened")
+    return file_dialog_answers.pop(0)
+
+
 class QFileDialog(PythonQtObject, QtWidgets.QFileDialog):
-    """Static dialogs answer from `file_dialog_answers` (PythonQt returns the path as one string)."""
+    """Static dialogs with Qt's parameters (positional or by name), answered from `file_dialog_answers`;
+    PythonQt returns the path as one string (getOpenFileNames: a tuple, as QStringList)."""
 
     @staticmethod
-    def getOpenFileName(*args, **kwargs):
-        if not file_dialog_answers:
-            raise AssertionError("an unexpected file dialog opened")
-        return file_dialog_answers.pop(0)
+    def getOpenFileName(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
+
+    @staticmethod
+    def getSaveFileName(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
+
+    @staticmethod
+    def getOpenFileNames(parent=None, caption="", dir="", filter="", selectedFilter=None, options=0):  # noqa: A002
+        widget_argument(parent)
+        return tuple(_dialog_answer())
+
+    @staticmethod
+    def getExistingDirectory(parent=None, caption="", dir="", options=0):  # noqa: A002
+        widget_argument(parent)
+        return str(_dialog_answer())
+
+
+message_boxes: list = []  # (kind, text) of every message box shown (slicer_app.messages is this list)
+message_answers: list = []  # what the next question answers (True = yes/OK); default yes
+
+
+class QMessageBox(PythonQtObject, QtWidgets.QMessageBox):
+    """Static message boxes with Qt's parameters (parent a QWidget* or None), recorded, never shown:
+    a question answers from `message_answers` (Yes, or OK when that is offered; else No/Cancel)."""
+
+    @staticmethod
+    def _show(kind, parent, title, text, buttons, defaultButton):  # noqa: N803 - Qt's names
+        widget_argument(parent)
+        message_boxes.append((kind, str(text)))
+        if kind != "question":
+            return QtWidgets.QMessageBox.Ok
+        yes = message_answers.pop(0) if message_answers else True
+        offered = QtWidgets.QMessageBox.StandardButtons(buttons) if buttons is not None else QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No
+        if yes:
+            return QtWidgets.QMessageBox.Yes if offered & QtWidgets.QMessageBox.Yes else QtWidgets.QMessageBox.Ok
+        return QtWidgets.QMessageBox.No if offered & QtWidgets.QMessageBox.No else QtWidgets.QMessageBox.Cancel
+
+    @staticmethod
+    def question(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("question", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def information(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("info", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def warning(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("warning", parent, title, text, buttons, defaultButton)
+
+    @staticmethod
+    def critical(parent, title, text, buttons=None, defaultButton=None):  # noqa: N803
+        return QMessageBox._show("error", parent, title, text, buttons, defaultButton)
 
 
 class QDesktopServices:
@@ -252,6 +404,49 @@ def _value(element):
         return QtCore.QRect(*(int(element.find(k).text) for k in ("x", "y", "width", "height")))
     if kind == "size":
         return QtCore.QSize(*(int(element.find(k).text) for k in ("width", "height")))
+    if kind == "cstring":
+        return QtCore.QByteArray(text.encode())
+    if kind in ("uint", "longlong", "ulonglong"):
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "char":
+        return chr(int(element.find("unicode").text)) if element.find("unicode") is not None else text
+    if kind in ("point", "pointf"):
+        cls = QtCore.QPoint if kind == "point" else QtCore.QPointF
+        return cls(*((int if kind == "point" else float)(element.find(k).text) for k in ("x", "y")))
+    if kind == "sizef":
+        return QtCore.QSizeF(*(float(element.find(k).text) for k in ("width", "height")))
+    if kind == "rectf":
+        return QtCore.QRectF(*(float(element.find(k).text) for k in ("x", "y", "width", "height")))
+    if kind == "url":
+        return QtCore.QUrl(element.find("string").text or "")
+    if kind == "color":
+        rgb = [int(element.find(k).text) for k in ("red", "green", "blue")]
+        return QtGui.QColor(*rgb, int(element.get("alpha", "255")))
+    if kind == "cursorShape":
+        return QtGui.QCursor(getattr(QtCore.Qt, text))
+    if kind == "cursor":
+        return QtGui.QCursor(QtCore.Qt.CursorShape(int(text)))
+    if kind == "sizepolicy":
+        policy = QtWidgets.QSizePolicy(getattr(QtWidgets.QSizePolicy, element.get("hsizetype")),
+                                       getattr(QtWidgets.QSizePolicy, element.get("vsizetype")))
+        policy.setHorizontalStretch(int(element.find("horstretch").text))
+        policy.setVerticalStretch(int(element.find("verstretch").text))
+        return policy
+    if kind == "font":
+        font = QtGui.QFont()
+        for key, setter, convert in (("family", font.setFamily, str), ("pointsize", font.setPointSize, int),
+                                     ("bold", font.setBold, lambda t: t == "true"), ("italic", font.setItalic, lambda t: t == "true"),
+                                     ("underline", font.setUnderline, lambda t: t == "true")):
+            if element.find(key) is not None:
+                setter(convert(element.find(key).text))
+        return font
+    if kind in ("iconset", "pixmap"):  # Slicer's resources (":/Icons/...") are not here: an icon of the file if it exists
+        path = (element.find("normaloff").text if element.find("normaloff") is not None else text).strip()
+        if kind == "pixmap":
+            return QtGui.QPixmap(path)
+        return QtGui.QIcon.fromTheme(element.get("theme")) if element.get("theme") else QtGui.QIcon(path)
     if kind in ("enum", "set"):
         value = None
         for part in text.split("|"):
@@ -283,6 +478,9 @@ class QUiLoader:
             value = _value(prop[0])
             if name == "geometry" and element.tag == "widget" and obj.parent() is not None:
                 continue  # designer geometry of a child in a layout: the layout decides
+            if prop.get("stdset") == "0":  # a dynamic property: Qt's loader sets it whatever the class has
+                QtCore.QObject.setProperty(obj, name, value)
+                continue
             setattr(obj, name, value)
 
     def _widget(self, element, parent):
@@ -360,6 +558,7 @@ def qt_module() -> types.ModuleType:
     module.__pythonqt_standin__ = True
     module.QUiLoader = QUiLoader
     module.QFileDialog = QFileDialog
+    module.QMessageBox = QMessageBox
     module.QDesktopServices = QDesktopServices
 
     def __getattr__(name):

@@ -18,21 +18,99 @@ Use it in a process of its own (the Logic tests' harness puts an inert `qt` into
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import sys
 import types
 from pathlib import Path
 
 import harness
 import pythonqt
-import shiboken6
-from PySide6 import QtCore, QtWidgets
+from pythonqt import QtCore, QtGui, QtWidgets, shiboken
 
 Signal, Property = QtCore.Signal, QtCore.Property
 PythonQtObject = pythonqt.PythonQtObject
-MODULE_FILE = harness.MODULE_DIR / "MedSAMLite.py"
+# the module file the panel tests load; test_panel_mutations.py points it at a changed copy
+MODULE_FILE = Path(os.environ.get("MEDSAMLITE_PANEL_MODULE_FILE") or harness.MODULE_DIR / "MedSAMLite.py")
 
-messages: list = []  # (kind, text) of every message box the module showed
-answers: list = []  # what the next confirmation box answers (True = OK); default OK
+API = json.loads((Path(__file__).resolve().with_name("slicer_api.json")).read_text())  # generate_slicer_api.py
+RELEASES = tuple(sorted(API["releases"], key=lambda r: tuple(map(int, r.split(".")))))  # supported Slicer releases, oldest first
+
+
+def _shown_in(release, name):
+    """(members, properties) PythonQt shows of class `name` in `release`, with its bases in the table."""
+    members, properties = set(), set()
+    classes = API["releases"][release]["classes"]
+    while name in classes:
+        api = classes[name]
+        properties |= set(api["properties"])
+        members |= set(api["properties"]) | set(api["invokable"])
+        members |= {signature.split("(")[0] for signature in api["signals"] + api["slots"]}
+        name = api["base"]
+    return members, properties
+
+
+def shown(name):
+    """What PythonQt shows of class `name` in every supported release (their intersection)."""
+    members = set.intersection(*(_shown_in(release, name)[0] for release in RELEASES))
+    return frozenset(members)
+
+
+def shows(real_name):
+    """Class decorator: the stand-in answers only what PythonQt shows of `real_name` in every release."""
+    def decorate(cls):
+        cls.pythonqt_shown = shown(real_name)
+        cls.pythonqt_class = real_name
+        return cls
+    return decorate
+
+
+def _signature(params):
+    import inspect
+
+    kinds = {"positional_or_keyword": inspect.Parameter.POSITIONAL_OR_KEYWORD, "var_positional": inspect.Parameter.VAR_POSITIONAL,
+             "keyword_only": inspect.Parameter.KEYWORD_ONLY, "var_keyword": inspect.Parameter.VAR_KEYWORD}
+    return inspect.Signature([inspect.Parameter(name, kinds[kind], default=None if has_default else inspect.Parameter.empty)
+                              for name, kind, has_default in params])
+
+
+def check_call(module, name, args, kwargs, releases=None):
+    """Raise as the oldest failing release would: `module.name` missing there, or the call does not fit
+    its parameters (e.g. pip_install(..., constraints=...) before 5.12)."""
+    for release in releases or RELEASES:
+        table = API["releases"][release]["python"].get(module, {})
+        if name not in table:
+            raise AttributeError(f"module '{module}' has no attribute '{name}' in Slicer {release}")
+        if table[name] is not None:
+            try:
+                _signature(table[name]).bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{module}.{name}() in Slicer {release}: {e}") from None
+
+
+def _called_from_the_module(frame) -> bool:
+    path = Path(frame.f_code.co_filename).resolve()
+    return path.name == "MedSAMLite.py" or "MedSAMLiteLib" in path.parts
+
+
+class _UtilAsInEveryRelease(types.ModuleType):
+    """`slicer.util` as the module sees it: a function it calls must exist, with the arguments given, in
+    every supported release (slicer_api.json); slicer-core's own util is 5.13's. Replacements a test puts
+    in (stand-in pip_install, messageBox) are checked the same way."""
+
+    def __getattribute__(self, name):
+        value = super().__getattribute__(name)
+        if name[:1] != "_" and isinstance(value, types.FunctionType) and _called_from_the_module(sys._getframe(1)):
+            def checked(*args, **kwargs):
+                check_call("slicer.util", name, args, kwargs)
+                return value(*args, **kwargs)
+            return checked
+        return value
+
+
+messages: list = pythonqt.message_boxes  # (kind, text) of every message box the module showed
+touched: set = set()  # object names of the controls a test used as a user does (see test_panel.py)
+answers: list = pythonqt.message_answers  # what the next confirmation box answers (True = OK); default OK
 
 
 def _scene_ids(scene, cls="vtkMRMLNode"):
@@ -42,6 +120,7 @@ def _scene_ids(scene, cls="vtkMRMLNode"):
 
 # -- ctk ----------------------------------------------------------------------------------------------------
 @pythonqt.register_widget
+@shows("ctkCollapsibleButton")
 class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
     """ctkCollapsibleButton: a button whose contents collapse (Q_PROPERTY collapsed, collapsedHeight, flat)."""
 
@@ -54,7 +133,7 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
         self.setContentsMargins(0, self._HEADER + 2, 0, 0)
         self.setCheckable(True)
         self.setChecked(True)
-        self.toggled.connect(lambda checked: self.setCollapsed(not checked))
+        self.toggled.connect(lambda checked: self._setCollapsed(not checked))
 
     _HEADER = 24
 
@@ -65,8 +144,6 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
             child.setVisible(False)
 
     def paintEvent(self, event):  # noqa: N802 - Qt's name: a header button with its arrow and text
-        from PySide6 import QtGui
-
         painter = QtGui.QPainter(self)
         option = QtWidgets.QStyleOptionButton()
         option.initFrom(self)
@@ -75,7 +152,8 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
         self.style().drawControl(QtWidgets.QStyle.CE_PushButton, option, painter, self)
         painter.end()
 
-    def setCollapsed(self, collapsed):
+    # setCollapsed, setCollapsedHeight, setFlat: plain public C++ methods, which PythonQt does not show
+    def _setCollapsed(self, collapsed):
         if collapsed == self._collapsed:
             return
         self._collapsed = bool(collapsed)
@@ -84,15 +162,15 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QAbstractButton):
             child.setVisible(not collapsed)
         self.contentsCollapsed.emit(self._collapsed)
 
-    def setCollapsedHeight(self, height):
+    def _setCollapsedHeight(self, height):
         self._collapsedHeight = int(height)
 
-    def setFlat(self, flat):
+    def _setFlat(self, flat):
         self._flat = bool(flat)
 
-    collapsed = Property(bool, lambda self: self._collapsed, setCollapsed)
-    collapsedHeight = Property(int, lambda self: self._collapsedHeight, setCollapsedHeight)
-    flat = Property(bool, lambda self: self._flat, setFlat)
+    collapsed = Property(bool, lambda self: self._collapsed, _setCollapsed)
+    collapsedHeight = Property(int, lambda self: self._collapsedHeight, _setCollapsedHeight)
+    flat = Property(bool, lambda self: self._flat, _setFlat)
 
 
 def ctk_module() -> types.ModuleType:
@@ -103,6 +181,7 @@ def ctk_module() -> types.ModuleType:
 
 # -- qMRML --------------------------------------------------------------------------------------------------
 @pythonqt.register_widget
+@shows("qMRMLWidget")
 class qMRMLWidget(PythonQtObject, QtWidgets.QWidget):
     """qMRMLWidget: mrmlScene(), setMRMLScene(vtkMRMLScene*), mrmlSceneChanged(vtkMRMLScene*)."""
 
@@ -134,7 +213,7 @@ class _Observing:
             self.destroyed.connect(lambda *_, o=observations: [x.RemoveObserver(t) for x, t in o])
 
         def call(*args, widget=self):  # a destroyed widget never answers (qvtk disconnects on destruction)
-            if shiboken6.isValid(widget):
+            if shiboken.isValid(widget):
                 callback()
 
         observations.append((obj, obj.AddObserver(event, call)))
@@ -148,6 +227,7 @@ class _Observing:
 
 
 @pythonqt.register_widget
+@shows("qMRMLNodeComboBox")
 class qMRMLNodeComboBox(_Observing, PythonQtObject, QtWidgets.QWidget):
     """qMRMLNodeComboBox on a real scene: lists nodes of `nodeTypes` (children too unless
     showChildNodeTypes is false; not hideChildNodeTypes; not hidden-from-editors unless showHidden;
@@ -187,6 +267,7 @@ class qMRMLNodeComboBox(_Observing, PythonQtObject, QtWidgets.QWidget):
 
     def _user_select(self, node):
         """Test helper: the user picks `node` (or "None") in the drop-down."""
+        touched.add(QtCore.QObject.objectName(self))
         index = self._items.index(node.GetID() if node is not None else None)
         self._combo.setCurrentIndex(index)
         self._combo.activated.emit(index)
@@ -327,6 +408,7 @@ class qMRMLNodeComboBox(_Observing, PythonQtObject, QtWidgets.QWidget):
 
 
 @pythonqt.register_widget
+@shows("qMRMLSegmentSelectorWidget")
 class qMRMLSegmentSelectorWidget(_Observing, qMRMLWidget):
     """qMRMLSegmentSelectorWidget (single selection): the segments of the current segmentation, "None"
     first when noneEnabled. As the real widget: the list is rebuilt when a segment is added, removed or
@@ -354,6 +436,7 @@ class qMRMLSegmentSelectorWidget(_Observing, qMRMLWidget):
 
     def _user_select(self, segmentId):
         """Test helper: the user picks `segmentId` ("" = None) in the drop-down."""
+        touched.add(QtCore.QObject.objectName(self))
         self._combo.setCurrentIndex(self._items.index(segmentId or None))
 
     def _indexChanged(self, index):
@@ -440,6 +523,7 @@ class qMRMLSegmentSelectorWidget(_Observing, qMRMLWidget):
     del _flag
 
 
+@shows("qMRMLSegmentEditorWidget")
 class qMRMLSegmentEditorWidget(qMRMLWidget):
     """The Segment Editor's editor: the segmentation it edits, its editor node (masking, overwrite),
     saveStateForUndo/undo/redo on Slicer's own vtkSegmentationHistory, as the real widget keeps them."""
@@ -491,6 +575,7 @@ def slicer_module():
     return slicer
 
 
+@shows("qMRMLSliceWidget")
 class qMRMLSliceWidget(PythonQtObject, QtWidgets.QWidget):
     """A slice view: mrmlSliceNode() is the real vtkMRMLSliceNode of its layout name in the scene."""
 
@@ -513,10 +598,11 @@ class qMRMLSliceWidget(PythonQtObject, QtWidgets.QWidget):
         node.UpdateMatrices()
         return scene.AddNode(node)
 
-    def sliceOrientation(self):
-        return self.mrmlSliceNode().GetOrientation()
+    # a Q_PROPERTY (QString): PythonQt gives the property, so `sliceWidget.sliceOrientation` is a str
+    sliceOrientation = Property(str, lambda self: self.mrmlSliceNode().GetOrientation())
 
 
+@shows("qSlicerLayoutManager")
 class qSlicerLayoutManager(PythonQtObject, QtCore.QObject):
     def __init__(self):
         super().__init__()
@@ -590,14 +676,25 @@ class ModuleParent:
         self.hidden = False
 
 
-class qSlicerScriptedLoadableModuleWidget(qMRMLWidget):
-    """The module panel Slicer makes around the Python widget: isEntered, enter/exit, reload, self()."""
+@shows("qSlicerScriptedLoadableModuleWidget")
+class qSlicerScriptedLoadableModuleWidget(PythonQtObject, QtWidgets.QWidget):
+    """The module panel Slicer makes around the Python widget: isEntered, enter/exit, reload, self(),
+    setMRMLScene (a qSlicerWidget: its mrmlScene() is not shown to Python)."""
+
+    pythonqt_signals = {"mrmlSceneChanged(vtkMRMLScene*)": "_sceneChanged"}
+    pythonqt_slots = {"setMRMLScene(vtkMRMLScene*)": "setMRMLScene"}
+    _sceneChanged = Signal(object)
 
     def __init__(self, module):
         super().__init__()
-        self._module, self._self, self._entered = module, None, False
+        self._module, self._self, self._entered, self._scene = module, None, False, None
         self.setLayout(QtWidgets.QVBoxLayout())
         self.setMRMLScene(slicer_module().mrmlScene)
+
+    def setMRMLScene(self, scene):
+        if scene is not self._scene:
+            self._scene = scene
+            self._sceneChanged.emit(scene)
 
     def self(self):
         return self._self
@@ -659,8 +756,10 @@ class SegmentEditorModule:
 
 
 def _record_message(text, parent=None, **kwargs):
+    """slicer.util.messageBox: its parent a QWidget* or None (PythonQt), recorded, answered from `answers`."""
     import qt
 
+    pythonqt.widget_argument(parent)
     kind = "question" if kwargs.get("icon") == qt.QMessageBox.Question else "error" if kwargs.get("icon") == qt.QMessageBox.Critical else "info"
     messages.append((kind, text))
     if kind == "question":
@@ -685,6 +784,7 @@ def install():
     main_window = QtWidgets.QMainWindow()
     slicer.util.mainWindow = lambda: main_window
     slicer.util.messageBox = _record_message
+    slicer.util.__class__ = _UtilAsInEveryRelease
     if str(harness.MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(harness.MODULE_DIR))
     import segment_editor
