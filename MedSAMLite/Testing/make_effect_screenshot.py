@@ -62,7 +62,7 @@ def main() -> None:
     view.UpdateMatrices()
     xy_to_ras = slicer.util.arrayFromVTKMatrix(view.GetXYToRAS())
     xys = [np.linalg.solve(xy_to_ras, [*c, 1.0])[:2].round().astype(int) for c in corners]
-    editor.drag("Yellow", tuple(xys[0]), tuple(xys[1]))
+    segment_editor.drag(editor, "Yellow", tuple(xys[0]), tuple(xys[1]))
     pythonqt.run_until(lambda: effect.run is None, 300)
     assert effect.preview is not None and not pythonqt.take_errors(), effect.statusLabel.text
     shown = slicer.util.arrayFromSegmentBinaryLabelmap(effect.previewNode, "preview", volume) > 0

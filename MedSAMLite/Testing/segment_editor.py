@@ -19,7 +19,8 @@ import types
 
 import pythonqt
 import slicer_app
-from PySide6 import QtCore, QtGui, QtWidgets
+
+QtCore, QtGui, QtWidgets = pythonqt.QtCore, pythonqt.QtGui, pythonqt.QtWidgets  # the Qt profile's binding
 
 PythonQtObject = pythonqt.PythonQtObject
 Property = QtCore.Property
@@ -78,6 +79,7 @@ def _load_effect_class(path):
     return getattr(module, class_name)
 
 
+@slicer_app.shows("qSlicerSegmentEditorScriptedEffect")
 class qSlicerSegmentEditorScriptedEffect(PythonQtObject, QtCore.QObject):
     """The C++ adaptor as PythonQt shows it to the effect (`self.scriptedEffect`)."""
 
@@ -273,35 +275,39 @@ class qMRMLSegmentEditorWidget(slicer_app.qMRMLSegmentEditorWidget):
     def activeEffect(self):
         return self._active
 
-    # -- a user's mouse and keys in a slice view ------------------------------------------------------------
-    def _event(self, view, event, xy=(0, 0), keySym="", shift=False, control=False):
-        """One VTK event of `view` (a layout name) to the active effect, as the editor forwards it; True when
-        the effect took it (the view's own interaction then does not see it)."""
-        import vtk
 
-        widget = slicer_app.slicer_module().app.layoutManager().sliceWidget(view)
-        interactor = vtk.vtkRenderWindowInteractor()
-        interactor.SetEventPosition(int(xy[0]), int(xy[1]))
-        interactor.SetKeySym(keySym)
-        interactor.SetShiftKey(int(shift))
-        interactor.SetControlKey(int(control))
-        return bool(self._active.self().processInteractionEvents(interactor, event, widget)) if self._active else False
+# -- a user's mouse and keys in a slice view (test drivers; not the editor's API) ---------------------------
+def _event(editor, view, event, xy=(0, 0), keySym="", shift=False, control=False):
+    """One VTK event of `view` (a layout name) to the editor's active effect, as the editor forwards it; True
+    when the effect took it (the view's own interaction then does not see it)."""
+    import vtk
 
-    def drag(self, view, start, end, steps=3):
-        """Left button down at `start`, moved to `end`, released there (view xy, pixels from bottom-left)."""
-        import vtk
+    widget = slicer_app.slicer_module().app.layoutManager().sliceWidget(view)
+    interactor = vtk.vtkRenderWindowInteractor()
+    interactor.SetEventPosition(int(xy[0]), int(xy[1]))
+    interactor.SetKeySym(keySym)
+    interactor.SetShiftKey(int(shift))
+    interactor.SetControlKey(int(control))
+    effect = editor.activeEffect()
+    return bool(effect.self().processInteractionEvents(interactor, event, widget)) if effect is not None else False
 
-        taken = [self._event(view, vtk.vtkCommand.LeftButtonPressEvent, start)]
-        for i in range(1, steps + 1):
-            xy = [start[a] + (end[a] - start[a]) * i / steps for a in range(2)]
-            taken.append(self._event(view, vtk.vtkCommand.MouseMoveEvent, xy))
-        taken.append(self._event(view, vtk.vtkCommand.LeftButtonReleaseEvent, end))
-        return taken
 
-    def key(self, view, keySym):
-        import vtk
+def drag(editor, view, start, end, steps=3):
+    """Left button down at `start`, moved to `end`, released there (view xy, pixels from the bottom-left)."""
+    import vtk
 
-        return self._event(view, vtk.vtkCommand.KeyPressEvent, keySym=keySym)
+    taken = [_event(editor, view, vtk.vtkCommand.LeftButtonPressEvent, start)]
+    for i in range(1, steps + 1):
+        xy = [start[a] + (end[a] - start[a]) * i / steps for a in range(2)]
+        taken.append(_event(editor, view, vtk.vtkCommand.MouseMoveEvent, xy))
+    taken.append(_event(editor, view, vtk.vtkCommand.LeftButtonReleaseEvent, end))
+    return taken
+
+
+def key(editor, view, keySym):
+    import vtk
+
+    return _event(editor, view, vtk.vtkCommand.KeyPressEvent, keySym=keySym)
 
 
 def editors_module() -> types.ModuleType:
@@ -354,22 +360,10 @@ class SegmentEditorModule(slicer_app.SegmentEditorModule):
         return self._representation
 
 
-def keep_none_alive():
-    """PySide6 6.12 on Python 3.11 returns None from every void call without a reference of its own (made
-    for 3.12, where None is immortal): after a few thousand event-loop turns None's count reaches zero and
-    the interpreter aborts ("none_dealloc"). Give None the immortal count it has since 3.12."""
-    import ctypes
-
-    if sys.version_info < (3, 12):
-        count = ctypes.c_ssize_t.from_address(id(None))
-        count.value = max(count.value, 1 << 40)
-
-
 def install():
     """The Segment Editor's effect machinery into slicer_app's application (slicer_app.install calls it)."""
     import slicer
 
-    keep_none_alive()
 
     sys.modules["qSlicerSegmentationsEditorEffectsPythonQt"] = editors_module()
     sys.modules["SegmentEditorEffects"] = effects_base_module()
