@@ -342,6 +342,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if segmentationNode is None or not editorNode.GetSelectedSegmentID():
             self.setStatus("Not applied: select a segment first.")
             return
+        if not self.scriptedEffect.confirmCurrentSegmentVisible():  # as Slicer's effects: the user sees what changes
+            return
         extent, voxels = self.preview
         try:
             grid = LabelmapGrid(segmentationNode, self.box[3])
