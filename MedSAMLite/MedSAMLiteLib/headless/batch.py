@@ -81,14 +81,7 @@ def workers_and_threads(args: argparse.Namespace) -> tuple[int, int | None]:
     if args.scheduler:
         need_dask()
         return 0, args.threads
-    workers = args.workers
-    if workers is None:
-        try:
-            import distributed  # noqa: F401
-
-            workers = default_workers()
-        except ImportError:
-            workers = 1
+    workers = args.workers if args.workers is not None else default_workers()
     if workers > 1:
         need_dask()
         return workers, args.threads or threads_per_worker(workers)

@@ -62,7 +62,12 @@ def one_line(error: BaseException) -> str:
 
 
 def default_workers(cores: int | None = None) -> int:
-    """Workers for a local cluster: one per 4 cores (each with 4 OpenVINO threads), at least 1."""
+    """Workers for a local cluster: one per 4 cores (each with 4 OpenVINO threads), at least 1;
+    1 (no cluster) without Dask."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return 1
     return max(1, (cores or os.cpu_count() or 1) // 4)
 
 
