@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .executor import ModelSettings, one_line
+from .executor import ModelSettings, executor_args, one_line, prepare_model, workers_and_threads
 
 SUMMARY_COLUMNS = ("case", "objects", "seconds", "status", "error", "read_s", "preset_s", "encode_s", "decode_s",
                    "write_s", "model_load_s", "worker")
@@ -60,32 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--mask-format", default=".nii.gz", choices=MASK_SUFFIXES, help="label image format (default .nii.gz)")
     executor_args(b)
     b.set_defaults(func=_batch)
-
-
-def executor_args(p: argparse.ArgumentParser) -> None:
-    """--workers, --scheduler, --resume/--no-resume, --force, --quiet (batch and predict)."""
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes of a local Dask cluster; 1 = in this process "
-                   "without Dask (default: one per 4 cores when Dask is installed, else 1)")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this running Dask cluster (shared filesystem)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="skip finished cases (default on)")
-    p.add_argument("--force", action="store_true", help="redo every case (same as --no-resume)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
-def workers_and_threads(args: argparse.Namespace) -> tuple[int, int | None]:
-    """(local workers, OpenVINO threads per worker) from --workers/--threads/--scheduler."""
-    from .executor import default_workers, need_dask, threads_per_worker
-
-    if args.workers is not None and args.workers < 1:
-        raise SystemExit("medsamlite: --workers must be at least 1")
-    if args.scheduler:
-        need_dask()
-        return 0, args.threads
-    workers = args.workers if args.workers is not None else default_workers()
-    if workers > 1:
-        need_dask()
-        return workers, args.threads or threads_per_worker(workers)
-    return 1, args.threads
 
 
 def find_scans(source: str | Path) -> dict[str, Path]:
@@ -334,14 +308,3 @@ def _batch(args: argparse.Namespace) -> int:
     print(f"{out_dir / 'summary.csv'}: {counts['done']} done, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed", file=sys.stderr)
     return 1 if counts["failed"] else 0
-
-
-def prepare_model(model: ModelSettings) -> None:
-    """Convert the model here once, before workers start (they would each convert it); one line if it cannot be."""
-    from ..models.conversion import CheckpointError, ConversionError
-    from ..models.store import ModelError, ensure_converted
-
-    try:
-        ensure_converted(model.backend, log=_log)
-    except (ModelError, ConversionError, CheckpointError, ValueError) as e:
-        raise SystemExit(f"medsamlite: {e}") from None

@@ -11,6 +11,7 @@ Each worker process loads the model once (`worker_backend`), not once per case.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import threading
@@ -43,6 +44,10 @@ def worker_backend(settings: ModelSettings):
         t0 = time.perf_counter()
         backend = _BACKENDS[key] = load_backend(settings.backend, settings.precision, settings.threads)
         return backend, time.perf_counter() - t0
+
+
+def _log(message: str) -> None:
+    print(f"medsamlite: {message}", file=sys.stderr)
 
 
 def worker_name() -> str:
@@ -81,6 +86,41 @@ def need_dask() -> None:
         import distributed  # noqa: F401
     except ImportError:
         raise SystemExit("medsamlite: --workers > 1 and --scheduler need Dask: pip install 'medsamlite[cluster]'") from None
+
+
+def executor_args(p: argparse.ArgumentParser) -> None:
+    """--workers, --scheduler, --resume/--no-resume, --force, --quiet (batch and predict)."""
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of a local Dask cluster; 1 = in this process "
+                   "without Dask (default: one per 4 cores when Dask is installed, else 1)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this running Dask cluster (shared filesystem)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="skip finished cases (default on)")
+    p.add_argument("--force", action="store_true", help="redo every case (same as --no-resume)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def workers_and_threads(args: argparse.Namespace) -> tuple[int, int | None]:
+    """(local workers, OpenVINO threads per worker) from --workers/--threads/--scheduler."""
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit("medsamlite: --workers must be at least 1")
+    if args.scheduler:
+        need_dask()
+        return 0, args.threads
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers > 1:
+        need_dask()
+        return workers, args.threads or threads_per_worker(workers)
+    return 1, args.threads
+
+
+def prepare_model(model: ModelSettings) -> None:
+    """Convert the model here once, before workers start (they would each convert it); one line if it cannot be."""
+    from ..models.conversion import CheckpointError, ConversionError
+    from ..models.store import ModelError, ensure_converted
+
+    try:
+        ensure_converted(model.backend, log=_log)
+    except (ModelError, ConversionError, CheckpointError, ValueError) as e:
+        raise SystemExit(f"medsamlite: {e}") from None
 
 
 def run_tasks(task: Callable[[object], dict], items: list, names: list[str], workers: int = 1,

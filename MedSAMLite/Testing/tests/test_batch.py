@@ -290,3 +290,24 @@ def test_existing_cluster_through_scheduler_address(cohort, reference, tmp_path)
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_predict_on_the_local_cluster_equals_in_process_and_resumes(tmp_path):
+    """`predict` takes the same executor: 2 challenge cases (scikit-image coins) on 2 workers give the
+    same segs as in this process; a rerun skips both."""
+    from MedSAMLiteLib.headless.cases import atomic_savez
+    from MedSAMLiteLib.headless.samples import coins_case
+
+    coins = coins_case()
+    for name, boxes in (("2DBox_Microscopy_a.npz", coins["boxes"][:3]), ("2DBox_Microscopy_b.npz", coins["boxes"][3:5])):
+        atomic_savez(tmp_path / "in" / name, imgs=coins["imgs"], boxes=boxes)
+    for out, workers in (("one", "1"), ("two", "2")):
+        assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / out), "-q", "--workers", workers]) == 0
+    for name in ("2DBox_Microscopy_a.npz", "2DBox_Microscopy_b.npz"):
+        with np.load(tmp_path / "one" / name) as a, np.load(tmp_path / "two" / name) as b:
+            np.testing.assert_array_equal(a["segs"], b["segs"])
+            assert a["segs"].max() == (3 if name.endswith("a.npz") else 2)
+    assert len((tmp_path / "two" / "efficiency.csv").read_text().splitlines()) == 3
+    before = _mtimes(tmp_path / "two")
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "two"), "-q", "--workers", "2"]) == 0
+    assert _mtimes(tmp_path / "two") == before
