@@ -26,7 +26,8 @@ from pydicom.data import get_testdata_file
 from MedSAMLiteLib.core.geometry import Geometry
 from MedSAMLiteLib.headless.cli import main
 from MedSAMLiteLib.headless.prompt_table import read_table, recist_box
-from MedSAMLiteLib.headless.samples import mni152_paths
+from MedSAMLiteLib.headless.samples import dicom_series_from, mni152_paths
+from test_formats_cli import _world_box  # voxel box -> RAS mm corners by hand with nibabel
 
 pytest.importorskip("distributed")
 MODULE_DIR = Path(__file__).resolve().parents[2]  # MedSAMLite/: the code under test, for child processes
@@ -37,34 +38,6 @@ def _crop(kind, region, path):
     img = nib.load(mni152_paths()[kind]).slicer[region]
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), path)
     return path
-
-
-def _dicom_series(nifti: Path, folder: Path) -> None:
-    """One DICOM file per slice (MR, int16), positions and orientation from the NIfTI's geometry."""
-    vol = sitk.Cast(sitk.ReadImage(str(nifti)), sitk.sitkInt16)
-    d = vol.GetDirection()
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(vol.GetDepth()):
-        s = vol[:, :, k]
-        tags = {"0008|0060": "MR", "0020|000e": "1.2.826.0.1.3680043.2.1125.1.30", "0020|0013": str(k),
-                "0020|0032": "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, k)))),
-                "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
-                "0028|0030": f"{vol.GetSpacing()[1]}\\{vol.GetSpacing()[0]}"}
-        for tag, value in tags.items():
-            s.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
-        writer.Execute(s)
-
-
-def _world_box(path, box):
-    """Voxel box (x,y,z of the (D,H,W) array) of a RAS-stored NIfTI -> RAS mm corners, by hand with nibabel."""
-    img = nib.load(path)
-    ni, nj, _ = img.shape
-    x0, y0, z0, x1, y1, z1 = box
-    corners = [img.affine @ [ni - 1 - x, nj - 1 - y, z, 1] for x, y, z in ((x0, y0, z0), (x1, y1, z1))]
-    return ",".join(f"{v:g}" for c in corners for v in c[:3])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +54,7 @@ def cohort(tmp_path_factory):
     nib.save(nib.Nifti1Image(gm_labels, gm.affine), root / "gm.nii.gz")
     _crop("t1", (slice(45, 141), slice(60, 172), slice(90, 92)), scans / "brain_b.nii.gz")
     _crop("t1", (slice(50, 146), slice(55, 167), slice(60, 62)), root / "c.nii.gz")
-    _dicom_series(root / "c.nii.gz", scans / "brain_dicom")
+    dicom_series_from(root / "c.nii.gz", scans / "brain_dicom", "1.2.826.0.1.3680043.2.1125.1.30")
     shutil.copy(get_testdata_file("CT_small.dcm"), scans / "ct_small.dcm")
     (scans / "broken.nii.gz").write_bytes(b"not a scan at all")
     shutil.copy(scans / "brain_b.nii.gz", scans / "spare.nii.gz")
