@@ -10,7 +10,9 @@ Usage: .venv/bin/python benchmarks/bench_batch.py [--cases 8] [--slices 6] [--wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import os
 import statistics
@@ -79,9 +81,9 @@ def summary(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def same_as_segment(scans: Path, out: Path, reference: Path) -> list[str]:
-    """Cases whose batch mask differs from `medsamlite segment` given the boxes batch recorded (run once,
-    in this process, into `reference`)."""
+def same_as_segment(out: Path, reference: Path) -> list[str]:
+    """Cases whose batch mask differs from `medsamlite segment` run on the same scan with the boxes batch
+    recorded, in row order (segment numbers them 1..N; batch's label values are then applied)."""
     import SimpleITK as sitk
 
     from MedSAMLiteLib.headless.cli import main
@@ -89,16 +91,13 @@ def same_as_segment(scans: Path, out: Path, reference: Path) -> list[str]:
     differ = []
     for sidecar in sorted(out.glob("*.json")):
         info = json.loads(sidecar.read_text())
-        expected = None
-        for obj in info["objects"]:
-            path = reference / f"{info['case']}_{obj['label']}.nii.gz"
-            if not path.exists():
-                box = ",".join(f"{v:g}" for v in obj["box"])
-                assert main(["segment", info["source"], f"--box={box}", "-q", "-o", str(path)]) == 0
-            mask = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-            expected = np.where(mask > 0, obj["label"], 0 if expected is None else expected)
-        got = sitk.GetArrayFromImage(sitk.ReadImage(str(out / info["mask"])))
-        if not np.array_equal(got, expected):
+        path = reference / f"{info['case']}.nii.gz"
+        if not path.exists():
+            boxes = [f"--box={','.join(f'{v:g}' for v in o['box'])}" for o in info["objects"]]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                assert main(["segment", info["source"], *boxes, "-q", "-o", str(path)]) == 0
+        expected = np.array([0] + [o["label"] for o in info["objects"]])[sitk.GetArrayFromImage(sitk.ReadImage(str(path)))]
+        if not np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / info["mask"]))), expected):
             differ.append(info["case"])
     return differ
 
@@ -135,7 +134,7 @@ def main() -> int:
     print("| run | wall (s) | cases/hour | resumed rerun (s) | masks = `segment` |")
     print("|---|---|---|---|---|")
     for label, (out, seconds, rows, resumed) in runs.items():
-        differ = same_as_segment(scans, out, reference)
+        differ = same_as_segment(out, reference)
         print(f"| {label} | {seconds:.1f} | {3600 * len(rows) / seconds:.0f} | {resumed:.1f} | "
               f"{'all ' + str(len(rows)) + ' identical' if not differ else 'DIFFER: ' + ', '.join(differ)} |")
     print("\nPer-case cost split, median seconds over the cases (model load excluded; encode = encoder calls,"

@@ -62,7 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_batch)
 
 
-def find_scans(source: str | Path) -> dict[str, Path]:
+class ScanClash(str):
+    """Stands for a case name that two scans share (a case with rows naming it fails with this text)."""
+
+
+def find_scans(source: str | Path) -> dict[str, Path | ScanClash]:
     """Case name -> scan: a folder's image files and subfolders (DICOM series), or a list file's lines
     (relative to the list). The case name is the file name without its suffix, or the folder's name."""
     source = Path(source)
@@ -73,10 +77,13 @@ def find_scans(source: str | Path) -> dict[str, Path]:
         paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln for ln in lines if ln and not ln.startswith("#")]
     else:
         raise FileNotFoundError(f"{source}: no such folder or list file")
-    scans: dict[str, Path] = {}
+    scans: dict[str, Path | ScanClash] = {}
     for p in paths:
         name = p.name[: -len(_suffix(p))] if _suffix(p) else p.name
-        scans.setdefault(name, p)
+        if name in scans:  # ct1.nii.gz and ct1.nrrd: which one the table means is unknown
+            scans[name] = ScanClash(f"{scans[name]} and {p} are both case {name!r}; rename one")
+        else:
+            scans[name] = p
     return scans
 
 
@@ -104,6 +111,9 @@ def plan(scans: dict[str, Path], rows: list, bad: list, out_dir: Path, settings:
             continue
         if key not in scans:
             failures[key] = f"{by_case[key][0].where}: no scan named {key!r} in the input"
+            continue
+        if isinstance(scans[key], ScanClash):
+            failures[key] = str(scans[key])
             continue
         rows_ = tuple(by_case[key])
         jobs.append(CaseJob(key, str(scans[key]), rows_, str(out_dir), settings, _digest(scans[key], rows_, settings)))

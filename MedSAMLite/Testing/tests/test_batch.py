@@ -62,13 +62,13 @@ def cohort(tmp_path_factory):
     i, j, k = np.nonzero(gm_labels)
     ni, nj = gm_labels.shape[:2]
     gm_box = [ni - 1 - i.max(), nj - 1 - j.max(), k.min(), ni - 1 - i.min(), nj - 1 - j.min(), k.max()]
-    world = _world_box(scans / "brain_a.nii.gz", [20, 20, 0, 75, 90, 1])
+    world = _world_box(root / "c.nii.gz", [10, 15, 0, 80, 100, 1])  # the DICOM series has c.nii.gz's grid
     (root / "prompts.csv").write_text(
         "case,object,label,box,recist,labels,space\n"
-        f'brain_a.nii.gz,brain,,"{world}",,,world\n'
+        'brain_a.nii.gz,brain,,"20,20,0,75,90,1",,,\n'
         "brain_a,,,,,gm.nii.gz,\n"
         'brain_b,lesion,,,"30,40,70,60,1",,\n'
-        'brain_dicom,brain,7,"10,15,0,80,100,1",,,\n'
+        f'brain_dicom,brain,7,"{world}",,,world\n'
         'ct_small,body,,"30,30,100,100",,,\n'
         'broken,x,,"1,2,0,5,6,1",,,\n'
         'spare,x,,"1,2,3",,,\n'
@@ -76,12 +76,12 @@ def cohort(tmp_path_factory):
     # RECIST by hand (docs/batch.md): endpoints (30,40),(70,60) on slice 1, 1 mm voxels: L = sqrt(40² + 20²)
     # = 44.72 mm, reach 1.1 L/2 = 24.60 mm around (50, 50, 1): x, y 25.4..74.6 -> 25..75; z clipped to 0..1
     segment_args = {
-        "brain_a": [[f"--box={world}", "--world"], ["--box", ",".join(map(str, gm_box))]],
-        "brain_b": [["--box", "25,25,0,75,75,1"]],
-        "brain_dicom": [["--box", "10,15,0,80,100,1"]],
-        "ct_small": [["--box", "30,30,100,100"]],
+        "brain_a": ["--box", "20,20,0,75,90,1", "--box", ",".join(map(str, gm_box))],
+        "brain_b": ["--box", "25,25,0,75,75,1"],
+        "brain_dicom": [f"--box={world}", "--world"],
+        "ct_small": ["--box", "30,30,100,100"],
     }
-    labels = {"brain_a": [1, 2], "brain_b": [1], "brain_dicom": [7], "ct_small": [1]}
+    labels = {"brain_a": [1, 2], "brain_b": [1], "brain_dicom": [7], "ct_small": [1]}  # segment's label i -> the table's
     return {"root": root, "scans": scans, "table": root / "prompts.csv", "segment": segment_args, "labels": labels}
 
 
@@ -92,18 +92,14 @@ def _mask(path):
 
 @pytest.fixture(scope="module")
 def reference(cohort):
-    """`medsamlite segment` per case (per object for the 2-object case; later objects win, as in batch)."""
+    """`medsamlite segment` per case, its labels 1..N renamed to the table's label values."""
     out = cohort["root"] / "segment"
     masks = {}
-    for case, objects in cohort["segment"].items():
+    for case, args in cohort["segment"].items():
         source = next(p for p in cohort["scans"].iterdir() if p.name.split(".")[0] == case)
-        combined = None
-        for n, (args, label) in enumerate(zip(objects, cohort["labels"][case])):
-            path = out / f"{case}_{n}.nii.gz"
-            assert main(["segment", str(source), *args, "-q", "-o", str(path)]) == 0
-            mask, grid = _mask(path)
-            combined = np.where(mask > 0, label, 0 if combined is None else combined)
-        masks[case] = (combined, grid)
+        assert main(["segment", str(source), *args, "-q", "-o", str(out / f"{case}.nii.gz")]) == 0
+        mask, grid = _mask(out / f"{case}.nii.gz")
+        masks[case] = (np.array([0, *cohort["labels"][case]])[mask], grid)
     return masks
 
 
@@ -112,8 +108,9 @@ def _summary(out):
         return {r["case"]: r for r in csv.DictReader(f)}
 
 
-def _check_against(reference, out):
-    for case, (expected, grid) in reference.items():
+def _check_against(reference, out, cases=CASES):
+    for case in cases:
+        expected, grid = reference[case]
         mask, got_grid = _mask(out / f"{case}.nii.gz")
         np.testing.assert_array_equal(mask, expected, err_msg=case)
         np.testing.assert_allclose(np.concatenate([np.ravel(g) for g in got_grid]), np.concatenate([np.ravel(g) for g in grid]), atol=1e-6)
@@ -252,12 +249,15 @@ def test_existing_cluster_through_scheduler_address(cohort, reference, tmp_path)
                                     "--no-dashboard"], **quiet) for _ in range(2)]
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
-        out = cohort["root"] / "scheduler"
-        assert main(["batch", str(cohort["scans"]), "--prompts", str(cohort["table"]), "-o", str(out), "-q", "--scheduler", address]) == 1
+        out, two = cohort["root"] / "scheduler", ("brain_b", "ct_small")
+        lines = cohort["table"].read_text().splitlines()
+        table = tmp_path / "two.csv"
+        table.write_text("\n".join([lines[0], *(ln for ln in lines if ln.startswith(two))]) + "\n")
+        assert main(["batch", str(cohort["scans"]), "--prompts", str(table), "-o", str(out), "-q", "--scheduler", address]) == 0
         summary = _summary(out)
-        assert [c for c in summary if summary[c]["status"] == "done"] == list(CASES)
-        assert all(summary[c]["worker"].startswith("tcp://127.0.0.1:") for c in CASES)
-        _check_against(reference, out)
+        assert {c: summary[c]["status"] for c in summary} == dict.fromkeys(two, "done")
+        assert all(summary[c]["worker"].startswith("tcp://127.0.0.1:") for c in two)
+        _check_against(reference, out, two)
     finally:
         for p in reversed(procs):
             p.terminate()
