@@ -155,6 +155,14 @@ def _progress(total: int, quiet: bool, label: str):
     return tqdm(total=total, unit="case", desc=label, file=sys.stderr, dynamic_ncols=True)
 
 
+def dask_setup(worker) -> None:
+    """Dask preload, run in each local worker process: Ctrl+C belongs to the command, which stops the
+    cluster; without this every worker prints a KeyboardInterrupt traceback of its own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _in_process(task: Callable, items: Iterable) -> Iterator[dict]:
     for item in items:
         yield task(item)
@@ -174,7 +182,7 @@ def _on_dask(task: Callable, items: list, names: list[str], workers: int, schedu
             raise SystemExit(f"medsamlite: no Dask scheduler at {scheduler} ({one_line(e)})") from None
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.ERROR, preload=[__name__])  # -> dask_setup in each worker
         client = Client(cluster)
     futures = []
     try:
