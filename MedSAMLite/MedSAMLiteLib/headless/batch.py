@@ -48,13 +48,13 @@ class CaseJob:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .commands import backend_args
-    from .format_commands import _input_args  # noqa: PLC2701 - the same preset options as segment
+    from .format_commands import preset_args
 
     b = sub.add_parser("batch", help="segment a folder of scans from a table of prompts (boxes, RECIST lines, label files)")
     b.add_argument("input", help="folder of scans (NIfTI, NRRD, MHA, DICOM series subfolders, ...) or a text file listing them")
     b.add_argument("--prompts", required=True, metavar="TABLE", help="CSV or JSON: case, object, label, box|recist|labels, space (docs/batch.md)")
     b.add_argument("-o", "--output", required=True, help="folder for <case>.nii.gz, <case>.json and summary.csv")
-    _input_args(b)
+    preset_args(b)
     backend_args(b)
     b.add_argument("--recist-margin", type=float, default=0.10, help="RECIST box reach beyond half the long axis (default 0.10)")
     b.add_argument("--mask-format", default=".nii.gz", choices=MASK_SUFFIXES, help="label image format (default .nii.gz)")
@@ -147,7 +147,7 @@ def is_finished(job: CaseJob) -> bool:
 
 def case_objects(rows: tuple, image, margin: float) -> list[dict]:
     """Rows -> objects in row order: label, name, voxel box, prompt kind, table line. Label files give
-    one object per label value (ascending); a missing label takes the next free value."""
+    one object per label value (ascending) that keeps its value; a missing label takes the next free value."""
     from .boxes import prompt_boxes
     from .cases import Case, CaseError, validate
     from .image_io import read_labels
@@ -166,7 +166,9 @@ def case_objects(rows: tuple, image, margin: float) -> list[dict]:
                 if len(boxes) == 0:
                     raise ValueError(f"{row.path}: the label map holds no object")
                 stem = row.name or "label"
-                found = [(row.label if len(boxes) == 1 else None, f"{stem}_{v}", b) for b, v in zip(boxes, values)]
+                if row.label is not None and len(boxes) > 1:
+                    raise ValueError(f"{row.path} holds {len(boxes)} labels; a label column fits a file of one only")
+                found = [(row.label or int(v), f"{stem}_{v}", b) for b, v in zip(boxes, values)]
             for label, name, box in found:
                 validate(Case(row.case, image.kind, _probe(image), box[None].astype(float)))
                 objects.append({"label": label, "name": name, "prompt": row.kind, "box": [float(v) for v in box], "row": row.where})

@@ -81,7 +81,7 @@ def cohort(tmp_path_factory):
         "brain_dicom": [f"--box={world}", "--world"],
         "ct_small": ["--box", "30,30,100,100"],
     }
-    labels = {"brain_a": [1, 2], "brain_b": [1], "brain_dicom": [7], "ct_small": [1]}  # segment's label i -> the table's
+    labels = {"brain_a": [1, 4], "brain_b": [1], "brain_dicom": [7], "ct_small": [1]}  # segment's label i -> the table's
     return {"root": root, "scans": scans, "table": root / "prompts.csv", "segment": segment_args, "labels": labels}
 
 
@@ -148,6 +148,27 @@ def test_table_rows_and_the_recist_rule_by_hand(tmp_path):
             recist_box(values, geometry)
 
 
+def test_an_unusable_table_or_input_is_one_line_before_any_work(tmp_path, capsys):
+    (tmp_path / "scans").mkdir()
+    tables = {"t.csv": "case,box,colour\nct1,\"1,2,3,4\",red\n", "t.json": "[{\"case\": \"ct1\", ", "t.xlsx": "x",
+              "empty.csv": "case,box\n", "ok.csv": "case,box\nct1,\"1,2,3,4\"\n"}
+    for name, text in tables.items():
+        (tmp_path / name).write_text(text)
+    for table, scans, message in [
+        ("t.csv", "scans", "t.csv: unknown column(s) colour (columns: case, object, label, box, recist, labels, space)"),
+        ("t.json", "scans", "t.json: not valid JSON"),
+        ("t.xlsx", "scans", "t.xlsx: the prompt table must be .csv or .json"),
+        ("empty.csv", "scans", "empty.csv: no rows in the prompt table"),
+        ("nope.csv", "scans", "nope.csv: cannot read the prompt table"),
+        ("ok.csv", "missing", "missing: no such folder or list file"),
+    ]:
+        capsys.readouterr()
+        assert main(["batch", str(tmp_path / scans), "--prompts", str(tmp_path / table), "-o", str(tmp_path / "out"), "--workers", "1"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_sequential_batch_equals_segment_reports_bad_input_and_resumes_without_work(cohort, reference, monkeypatch):
     out = cohort["root"] / "sequential"
     args = ["batch", str(cohort["scans"]), "--prompts", str(cohort["table"]), "-o", str(out), "-q"]
@@ -160,7 +181,7 @@ def test_sequential_batch_equals_segment_reports_bad_input_and_resumes_without_w
     assert summary["brain_a"]["objects"] == "2"
     _check_against(reference, out)
     sidecar = json.loads((out / "brain_a.json").read_text())
-    assert [(o["label"], o["name"], o["prompt"]) for o in sidecar["objects"]] == [(1, "brain", "box"), (2, "label_4", "labels")]
+    assert [(o["label"], o["name"], o["prompt"]) for o in sidecar["objects"]] == [(1, "brain", "box"), (4, "label_4", "labels")]
     assert [(o["label"], o["name"]) for o in json.loads((out / "brain_dicom.json").read_text())["objects"]] == [(7, "brain")]
     # a rerun does no work on finished cases (nothing is rewritten); only the failed scan is tried again
     before = _mtimes(out)
