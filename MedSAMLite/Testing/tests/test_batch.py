@@ -169,6 +169,17 @@ def test_an_unusable_table_or_input_is_one_line_before_any_work(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_without_dask_one_process_is_the_default_and_more_workers_say_what_to_install(tmp_path, monkeypatch):
+    from MedSAMLiteLib.headless.executor import default_workers
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the [cluster] extra were not installed
+    assert default_workers(cores=16) == 1
+    with pytest.raises(SystemExit, match=r"need Dask: pip install 'medsamlite\[cluster\]'"):
+        main(["batch", str(tmp_path), "--prompts", str(tmp_path / "t.csv"), "-o", str(tmp_path / "out"), "--workers", "2"])
+    monkeypatch.undo()
+    assert default_workers(cores=16) == 4
+
+
 def test_sequential_batch_equals_segment_reports_bad_input_and_resumes_without_work(cohort, reference, monkeypatch):
     out = cohort["root"] / "sequential"
     args = ["batch", str(cohort["scans"]), "--prompts", str(cohort["table"]), "-o", str(out), "-q"]
