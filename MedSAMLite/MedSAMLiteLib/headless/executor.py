@@ -51,12 +51,11 @@ def _log(message: str) -> None:
 
 
 def worker_name() -> str:
-    """The Dask worker's address, or "local" when run in this process."""
+    """The Dask worker's address, or "local" when run in this process (which then never imports Dask)."""
+    distributed = sys.modules.get("distributed")
     try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
+        return distributed.get_worker().address if distributed is not None else "local"
+    except ValueError:  # Dask loaded, but this is not one of its workers
         return "local"
 
 

@@ -129,9 +129,20 @@ def mni152_slice_case() -> dict[str, np.ndarray]:
 
 def dicom_series_from(volume: str | Path, folder: str | Path, series_uid: str, modality: str = "MR") -> Path:
     """A real DICOM series (one int16 file per slice) with `volume`'s grid: positions, orientation and
-    spacing from its geometry, for tests and benchmarks of DICOM folders."""
+    spacing from its geometry, for tests and benchmarks of DICOM folders. (GDCM's writer sets the
+    process's C locale to "C", after which Python reads text files as ASCII: the locale is put back.)"""
+    import locale
+
     import SimpleITK as sitk
 
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_series(sitk, volume, folder, series_uid, modality)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(sitk, volume, folder, series_uid: str, modality: str) -> Path:
     vol = sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkInt16)
     d = vol.GetDirection()
     folder = Path(folder)
