@@ -169,6 +169,26 @@ def test_an_unusable_table_or_input_is_one_line_before_any_work(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_scans_from_a_folder_or_a_list_file_and_a_case_name_two_scans_share(tmp_path):
+    from MedSAMLiteLib.headless.batch import BatchSettings, find_scans, plan
+    from MedSAMLiteLib.headless.executor import ModelSettings
+
+    folder = tmp_path / "scans"
+    (folder / "ct3").mkdir(parents=True)  # a DICOM series folder
+    for name in ("ct1.nii.gz", "ct2.nrrd", "ct2.mha", ".hidden.nii.gz", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    scans = find_scans(folder)
+    assert sorted(scans) == ["ct1", "ct2", "ct3"]
+    assert scans["ct1"] == folder / "ct1.nii.gz" and scans["ct3"] == folder / "ct3"
+    (tmp_path / "list.txt").write_text("# the cohort\nscans/ct1.nii.gz\n\n" + str(folder / "ct3") + "\n")
+    assert find_scans(tmp_path / "list.txt") == {"ct1": folder / "ct1.nii.gz", "ct3": folder / "ct3"}
+    (tmp_path / "t.csv").write_text('case,box\nct2,"1,2,0,5,6,1"\nct1.nii.gz,"1,2,0,5,6,1"\n')
+    jobs, failures = plan(scans, *read_table(tmp_path / "t.csv"), tmp_path / "out", BatchSettings(ModelSettings()))
+    assert [j.case for j in jobs] == ["ct1"]
+    assert failures == [{"case": "ct2", "status": "failed",
+                         "error": f"{folder / 'ct2.mha'} and {folder / 'ct2.nrrd'} are both case 'ct2'; rename one"}]
+
+
 def test_without_dask_one_process_is_the_default_and_more_workers_say_what_to_install(tmp_path, monkeypatch):
     from MedSAMLiteLib.headless.executor import default_workers
 
