@@ -281,10 +281,11 @@ def write_summary(path: Path, results: list[dict]) -> None:
 
 def _remove_leftovers(out_dir: Path, cases: list[str]) -> None:
     """Temp files of a worker killed while writing (`.<name>.*`); the finished outputs are complete."""
+    import glob
     import shutil
 
     for case in cases:
-        for p in out_dir.glob(f".{case}.*"):
+        for p in out_dir.glob(f".{glob.escape(case)}.*"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
