@@ -52,14 +52,15 @@ test: venv venv-qt5
 test-qt5: venv-qt5
 	MEDSAMLITE_QT=PySide2 $(VENV_QT5)/bin/python -m pytest -q MedSAMLite/Testing/tests/test_panel.py MedSAMLite/Testing/tests/test_effect.py
 
-# Benchmark commands (not tests): interactive speed and memory, encoders vs PyTorch, medsamlite predict;
-# about 15 minutes on 2 cores. Results and how to read them: docs/benchmarks.md.
+# Benchmark commands (not tests): interactive speed and memory, encoders vs PyTorch, medsamlite predict and batch;
+# about 20 minutes on 2 cores. Results and how to read them: docs/benchmarks.md.
 bench: venv
 	$(VENV)/bin/medsamlite fetch-weights
 	$(PY) benchmarks/bench_slicer.py
 	$(PY) benchmarks/bench_segment_write.py
 	$(PY) pytorch/benchmarks/bench_encoders.py
 	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_batch.py
 
 # Each supported Slicer's Python (5.6 to 5.12) and the requirements' floors, in fresh environments
 # under .compat/: the panel's constrained install, then LiteMedSAM converted and a 2D and a 3D case

@@ -113,12 +113,23 @@ def _check_boxes(case: Case) -> None:
 def atomic_savez(path: str | Path, compress: bool = True, **arrays: np.ndarray) -> None:
     """np.savez_compressed (np.savez with compress=False: members that training memory-maps) into
     a temp file beside `path`, then rename: never a half-written file."""
+    _atomic_write(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """A text file (sidecar, summary) written like atomic_savez: complete or not there."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: str | Path, write) -> None:
+    """`write(binary file)` into a temp file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            write(f)
+        os.chmod(tmp, 0o644)  # as a plain open() would make it, not mkstemp's owner-only 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

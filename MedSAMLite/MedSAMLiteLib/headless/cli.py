@@ -9,7 +9,7 @@ import argparse
 import re
 import sys
 
-from . import commands, format_commands
+from . import batch, commands, format_commands
 
 _NUMBERS = re.compile(r"^-?\d+(\.\d*)?(,-?\d+(\.\d*)?)+$")
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.register(sub)
     format_commands.register(sub)
+    batch.register(sub)
     return parser
 
 

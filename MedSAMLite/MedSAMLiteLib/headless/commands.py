@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from .executor import executor_args
 
 
 def _log(message: str) -> None:
@@ -16,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     backend_args(p)
     p.add_argument("--save-overlay", metavar="DIR", help="also write a PNG per case with boxes and contours")
     p.add_argument("--official-order", action="store_true", help="no embedding reuse or batching (slow; for checks)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    executor_args(p)
     p.set_defaults(func=_predict)
 
     f = sub.add_parser("fetch-weights", help="fetch and verify the default LiteMedSAM weights into the cache")
@@ -59,14 +62,24 @@ def load_segmenter(args: argparse.Namespace):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .runner import predict_folder
+    from .executor import ModelSettings, prepare_model, workers_and_threads
+    from .runner import find_cases, predict_folder
 
     if args.zoom and args.official_order:
         _log("--zoom and --official-order exclude each other (the official order is the whole-slice pipeline)")
         return 2
-    segmenter = load_segmenter(args)
+    workers, threads = workers_and_threads(args)
+    model = ModelSettings(args.backend, args.precision, threads, args.zoom)
+    segmenter = None
     try:
-        summary = predict_folder(segmenter, args.input, args.output, args.save_overlay, official=args.official_order, quiet=args.quiet)
+        resume = args.resume and not args.force
+        todo = [p for p in find_cases(args.input) if not (resume and (Path(args.output) / p.name).is_file())]
+        if todo and workers == 1 and not args.scheduler:
+            segmenter = load_segmenter(args)
+        elif todo and not args.scheduler:
+            prepare_model(model)  # converted once here, not by every worker
+        summary = predict_folder(segmenter, args.input, args.output, args.save_overlay, official=args.official_order,
+                                 quiet=args.quiet, resume=resume, workers=workers, scheduler=args.scheduler, model=model)
     except FileNotFoundError as e:
         _log(str(e))
         return 2

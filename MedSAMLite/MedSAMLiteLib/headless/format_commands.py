@@ -40,13 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_segment)
 
 
-def _input_args(p: argparse.ArgumentParser) -> None:
+def preset_args(p: argparse.ArgumentParser) -> None:
+    """--modality, --preset | --window (also `batch`'s)."""
     from ..core.presets import PRESETS
 
     p.add_argument("--modality", help="CT, MR, PET, US, XRay, ... (default: from DICOM; CT gets the abdomen window)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", type=str.lower, choices=PRESETS, help="CT windows abdomen, lung, brain, mediastinum, bone; or mr (percentile clipping), none")
     group.add_argument("--window", metavar="W,L", help="custom CT window, e.g. 400,40")
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    preset_args(p)
     p.add_argument("--volume", type=int, help="which volume of a 4D image (0-based)")
     p.add_argument("--series", metavar="UID", help="which series of a DICOM folder (default: the largest)")
 

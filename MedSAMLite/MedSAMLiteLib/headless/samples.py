@@ -127,6 +127,41 @@ def mni152_slice_case() -> dict[str, np.ndarray]:
     return {"imgs": case["imgs"][0], "gts": case["gts"][0], "boxes": np.array([[x0, y0, x1, y1]], dtype=np.int64)}
 
 
+def dicom_series_from(volume: str | Path, folder: str | Path, series_uid: str, modality: str = "MR") -> Path:
+    """A real DICOM series (one int16 file per slice) with `volume`'s grid: positions, orientation and
+    spacing from its geometry, for tests and benchmarks of DICOM folders. (GDCM's writer sets the
+    process's C locale to "C", after which Python reads text files as ASCII: the locale is put back.)"""
+    import locale
+
+    import SimpleITK as sitk
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_series(sitk, volume, folder, series_uid, modality)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(sitk, volume, folder, series_uid: str, modality: str) -> Path:
+    vol = sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkInt16)
+    d = vol.GetDirection()
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(vol.GetDepth()):
+        s = vol[:, :, k]
+        tags = {"0008|0060": modality, "0020|000e": series_uid, "0020|0013": str(k),
+                "0020|0032": "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, k)))),
+                "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
+                "0028|0030": f"{vol.GetSpacing()[1]}\\{vol.GetSpacing()[0]}"}
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
+        writer.Execute(s)
+    return folder
+
+
 def dice_per_label(segs: np.ndarray, gts: np.ndarray, n_labels: int | None = None) -> list[float]:
     """DSC of labels 1..n_labels (default max(gts)); 1.0 for a label absent from both."""
     scores = []

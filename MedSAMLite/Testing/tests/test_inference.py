@@ -115,4 +115,4 @@ def test_cli_predict_with_overlay_and_exit_status(coins, tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 1
     assert "2DBox_X_corrupt.npz: unreadable or corrupt" in run.stderr
-    assert "1 case(s) segmented, 1 failed" in run.stderr
+    assert "0 case(s) segmented, 1 skipped (finished before), 1 failed" in run.stderr  # --resume is the default
