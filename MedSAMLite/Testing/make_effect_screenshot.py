@@ -9,7 +9,6 @@ by that run. Run: `python MedSAMLite/Testing/make_effect_screenshot.py`.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import harness  # noqa: E402
 import pythonqt  # noqa: E402
 import segment_editor  # noqa: E402
 import slicer_app  # noqa: E402
+from make_screenshot import side_by_side  # noqa: E402
 
 OUT = harness.MODULE_DIR.parent / "Screenshots" / "MedSAMLite-SegmentEditor.png"
 SCALE = 3
@@ -30,7 +30,6 @@ def main() -> None:
     slicer_app.install()
     import slicer
     from MedSAMLiteLib.headless.samples import mni152_paths
-    from PySide6 import QtCore, QtGui
 
     panel = slicer_app.open_module()
     panel.self().logic.getParameterNode().SetParameter("Preset", "mr")
@@ -74,27 +73,8 @@ def main() -> None:
     # the sagittal slice as the Yellow view shows it: rows superior -> inferior, columns anterior -> posterior
     t1 = slicer.util.arrayFromVolume(volume)[:, :, SLICE].astype(float)[::-1, ::-1]  # (k, j) flipped
     grey = np.clip(t1 / np.percentile(t1[t1 > 0], 99.5) * 255, 0, 255).astype(np.uint8)
-    mask = shown[:, :, SLICE][::-1, ::-1]
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    rgb[mask] = (0.45 * rgb[mask] + 0.55 * np.array([230, 140, 25])).astype(np.uint8)
-    rgb = np.ascontiguousarray(np.kron(rgb, np.ones((SCALE, SCALE, 1), np.uint8)))
-    image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.shape[1] * 3, QtGui.QImage.Format_RGB888).copy()
-    canvas = QtGui.QImage(left.width() + image.width() + 10, max(left.height(), image.height()), QtGui.QImage.Format_RGB888)
-    canvas.fill(QtGui.QColor(40, 40, 40))
-    painter = QtGui.QPainter(canvas)
-    painter.drawImage(0, 0, left)
-    painter.drawImage(left.width() + 10, 0, image)
-    painter.setPen(QtGui.QPen(QtGui.QColor(255, 230, 0), 2))
-    x0, y0, x1, y1 = BOX
-    painter.drawRect(QtCore.QRect(left.width() + 10 + x0 * SCALE, y0 * SCALE, (x1 - x0 + 1) * SCALE, (y1 - y0 + 1) * SCALE))
-    painter.setPen(QtGui.QColor(255, 255, 255))
-    painter.drawText(left.width() + 16, image.height() - 8, "MNI152 T1, sagittal x = 0 mm: the dragged box (yellow), the preview (orange)")
-    painter.end()
-    OUT.parent.mkdir(exist_ok=True)
-    tmp = OUT.with_suffix(".tmp.png")
-    assert canvas.save(str(tmp))
-    tmp.replace(OUT)
-    print(f"{OUT} ({OUT.stat().st_size} bytes, {time.strftime('%Y-%m-%d')}): {effect.statusLabel.text}")
+    side_by_side(left, grey, shown[:, :, SLICE][::-1, ::-1], BOX,
+                 "MNI152 T1, sagittal x = 0 mm: the dragged box (yellow), the preview (orange)", SCALE, OUT, f": {effect.statusLabel.text}")
 
 
 def _matrix(volume):
