@@ -163,7 +163,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         try:
             node.SetParameter("Backend", self.backendComboBox.currentData or MedSAMLite.DEFAULT_BACKEND)
             node.SetParameter("Preset", self.presetComboBox.currentData or "auto")
-            node.SetParameter("Mode", self.modeComboBox.currentData or "2d")
+            # the module's Mode is auto/2d/3d (by ROI thickness, current slice, through the ROI): a box is one
+            # slice, so anything but "3d" is 2D here, and choosing 2D keeps the module's auto or 2d
+            if self.modeComboBox.currentData == "3d":
+                node.SetParameter("Mode", "3d")
+            elif node.GetParameter("Mode") == "3d":
+                node.SetParameter("Mode", "auto")
             node.SetParameter("Zoom", "true" if self.zoomCheckBox.checked else "false")
             node.SetParameter("ApplyAutomatically", "true" if self.applyAutomaticallyCheckBox.checked else "false")
         finally:

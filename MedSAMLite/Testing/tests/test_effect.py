@@ -174,12 +174,17 @@ else:
         ui.presetComboBox.currentIndex = ui.presetComboBox.findData("brain")  # the user changes the module panel
         pythonqt.process_events()
         assert options.presetComboBox.currentData == "brain"
-        options.modeComboBox.currentIndex = options.modeComboBox.findData("3d")  # ... and the effect's panel
-        options.zoomCheckBox.checked = True
-        pythonqt.process_events()
         parameters = panel.self().logic.getParameterNode()
-        assert parameters.GetParameter("Mode") == "3d" and parameters.GetParameter("Zoom") == "true"
-        assert ui.modeComboBox.currentData == "3d" and ui.zoomCheckBox.checked
+        parameters.SetParameter("Mode", "auto")  # the module's "by ROI thickness": 2D for a box
+        assert options.modeComboBox.currentData == "2d"
+        options.zoomCheckBox.checked = True  # an unrelated change in the effect keeps the module's mode
+        pythonqt.process_events()
+        assert parameters.GetParameter("Mode") == "auto" and parameters.GetParameter("Zoom") == "true" and ui.zoomCheckBox.checked
+        options.modeComboBox.currentIndex = options.modeComboBox.findData("3d")  # ... and the effect's panel
+        pythonqt.process_events()
+        assert parameters.GetParameter("Mode") == "3d" and ui.modeComboBox.currentData == "3d"
+        options.modeComboBox.currentIndex = options.modeComboBox.findData("2d")
+        assert parameters.GetParameter("Mode") == "auto"
 
     # -- a box in each view ----------------------------------------------------------------------------
     @pytest.mark.parametrize("view", sorted(VIEWS))
