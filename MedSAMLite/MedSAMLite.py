@@ -762,7 +762,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         z0 = min(run.job.box.z0, z) if crop.shape[0] else run.job.box.z0
         z1 = max(run.job.box.z0, z + crop.shape[0] - 1)
         slab = np.zeros((z1 - z0 + 1, *run.job.geometry.shape[1:]), dtype=np.uint8)
-        slab[z - z0 : z - z0 + crop.shape[0], y : y + crop.shape[1], x : x + crop.shape[2]] = crop
+        if crop.shape[0]:  # read by slices (a crop may arrive packed: slicing gives the voxels)
+            slab[z - z0 : z - z0 + crop.shape[0], y : y + crop.shape[1], x : x + crop.shape[2]] = crop[0 : crop.shape[0]]
         return run.job.geometry.crop_to_source(slab, (z0, 0, 0))
 
     def segmentBoxOnSlice(self, volumeNode, sliceNode, rasCorner1, rasCorner2, segmentationNode, segmentId=None, mode="2d",
