@@ -536,10 +536,12 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def engineLog():
-        """The engine's log file (its messages and tracebacks), in the cache folder."""
-        from MedSAMLiteLib.engine.client import log_path
+        """The engine's log file (its messages and tracebacks): the running engine's, else the one in the
+        cache folder."""
+        from MedSAMLiteLib.engine.client import log_path, running
 
-        return log_path()
+        engine = running()
+        return engine.log if engine is not None else log_path()
 
     # -- dependencies and models -------------------------------------------------------------------------
     @staticmethod

@@ -70,11 +70,10 @@ def log_path() -> Path:
     return home() / "engine.log"
 
 
-def _open_log():
+def _open_log(path: Path):
     """The log file the engine's stdout and stderr start on (rotated when over LOG_MAX_BYTES); devnull if
     the cache folder cannot be written: never Slicer's own handles (none on Windows, where a missing one
     becomes a dead pipe)."""
-    path = log_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > LOG_MAX_BYTES:
@@ -284,7 +283,8 @@ class Engine:
             flags, own_session = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP, False
         else:
             flags, own_session = 0, True
-        with _open_log() as log:
+        self.log = log_path()
+        with _open_log(self.log) as log:
             self.process = subprocess.Popen([python or python_executable(), "-c", _BOOT, LIB_PARENT], stdin=subprocess.PIPE,
                                             stdout=log, stderr=log, creationflags=flags, start_new_session=own_session)
         self.process.stdin.write((json.dumps(self._hello(authkey)) + "\n").encode())
@@ -304,7 +304,7 @@ class Engine:
         """What the engine reads on stdin: where to connect, the key, whom to watch, where to log."""
         address = self._listener.address  # bytes for a Linux abstract socket
         return {"address": address.decode() if isinstance(address, bytes) else address, "authkey": authkey.hex(),
-                "parent": os.getpid(), "log": str(log_path())}
+                "parent": os.getpid(), "log": str(self.log)}
 
     def _accept(self) -> None:
         try:
