@@ -608,14 +608,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self._prepared
 
     def _upload(self, job):
-        """The volume state's raw voxels in shared memory for the engine (copied once, off the main thread);
-        no room for them is one line."""
-        from MedSAMLiteLib.engine.client import EngineError
-
-        try:
-            return self.engine().upload(job.image["volume"], slicer.util.arrayFromVolume(job.volumeNode))
-        except EngineError as e:
-            raise InputError(str(e)) from None
+        """The volume state's raw voxels in shared memory for the engine (copied once, off the main thread)."""
+        return self.engine().upload(job.image["volume"], slicer.util.arrayFromVolume(job.volumeNode))
 
     def prepare(self, volumeNode, roiNode, segmentationNode=None, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                 mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False, needSegmentation=True):

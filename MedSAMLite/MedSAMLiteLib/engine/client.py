@@ -180,28 +180,18 @@ class Task:
 
 
 class Upload:
-    """One volume state's raw voxels in shared memory, copied by a thread (numpy releases the GIL while
-    it copies, so Slicer's main thread is not held for the whole volume). When shared memory has no room
-    (a small /dev/shm: Docker's is 64 MB) they go to a file in the cache folder, mapped by both sides;
-    when that is full too, EngineError says so in one line."""
+    """One volume state's raw voxels in shared memory, put there by a thread (reserving the space touches
+    every page, and numpy releases the GIL while it copies, so Slicer's main thread is not held for the
+    whole volume). When shared memory has no room (a small /dev/shm: Docker's is 64 MB) they go to a file
+    in the cache folder, mapped by both sides; when that is full too, `error` says so in one line."""
 
     def __init__(self, key, array: np.ndarray) -> None:
         self.key = key
         self.shape, self.dtype = tuple(array.shape), array.dtype.str
-        size = max(1, array.nbytes)
         self.shm, self.file, self._map = None, None, None
-        try:
-            self.shm = self._shared(size)
-            buffer = self.shm.buf
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                raise EngineError(f"could not put the volume into shared memory ({e})") from None
-            self._map = self._mapped_file(size)
-            buffer = self._map
-        self._target = np.ndarray(array.shape, array.dtype, buffer=buffer)
         self.error: str | None = None
         self.sent = False
-        self._thread = threading.Thread(target=self._copy, args=(array,), name="MedSAMLite upload", daemon=True)
+        self._thread = threading.Thread(target=self._fill, args=(array,), name="MedSAMLite upload", daemon=True)
         self._thread.start()
 
     @staticmethod
@@ -239,13 +229,21 @@ class Upload:
                               f"and the cache folder {folder} could not take it ({e.strerror or e}); enlarge /dev/shm "
                               f"(docker run --shm-size=2g) or free disk space there") from None
 
-    def _copy(self, array) -> None:
+    def _fill(self, array) -> None:
+        size = max(1, array.nbytes)
         try:
-            np.copyto(self._target, array)
-        except BaseException as e:  # noqa: BLE001 - reported with the task that needs it
+            try:
+                self.shm = self._shared(size)
+                buffer = self.shm.buf
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise
+                self._map = buffer = self._mapped_file(size)
+            np.copyto(np.ndarray(array.shape, array.dtype, buffer=buffer), array)
+        except EngineError as e:  # reported with the task that needs it
+            self.error = str(e)
+        except BaseException as e:  # noqa: BLE001
             self.error = f"could not copy the volume into shared memory ({e})"
-        finally:
-            self._target = None
 
     def ready(self) -> bool:
         self._thread.join(0.002)  # a short wait lets the copy thread take the GIL to finish
@@ -264,7 +262,7 @@ class Upload:
                 self.shm.unlink()
             except FileNotFoundError:
                 pass
-        else:
+        elif self._map is not None:
             self._map.close()
             try:
                 os.unlink(self.file)
@@ -327,7 +325,7 @@ class Engine:
         if key in self._uploads:
             self._uploads.move_to_end(key)
             return self._uploads[key]
-        upload = self._uploads[key] = Upload(key, array)  # EngineError: no room for it
+        upload = self._uploads[key] = Upload(key, array)
         waited_for = {id(w[2]) for w in self._waiting}
         for old in [u for u in self._uploads.values() if id(u) not in waited_for][:-KEPT_UPLOADS]:
             del self._uploads[old.key]
@@ -481,7 +479,7 @@ class Engine:
 def _kill(process: subprocess.Popen, pid: int | None) -> None:
     """Kill the engine by its own PID and, on POSIX, its whole session's group (the launcher, a running
     download); on Windows os.kill terminates the process."""
-    if pid is not None:
+    if pid is not None and pid_alive(pid):  # (not a PID that another process has taken since)
         try:
             os.kill(pid, signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
         except OSError:

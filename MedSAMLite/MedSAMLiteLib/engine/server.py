@@ -359,15 +359,15 @@ class _Log:
     the interpreter's own messages), moved to `<log>.1` past `max_bytes`. Writing never raises: a
     windowless engine on Windows, or a full disk, must not turn a message into a failure."""
 
-    def __init__(self, path: str | None, max_bytes: int = 1 << 20) -> None:
-        self.path, self.max_bytes, self.file = path, max_bytes, None
+    def __init__(self, path: str | None, max_bytes: int = 1 << 20, fds: tuple = (1, 2)) -> None:
+        self.path, self.max_bytes, self.fds, self.file = path, max_bytes, fds, None
         self._lock = threading.Lock()
         self._open()
 
     def _open(self) -> None:
         try:
             self.file = open(self.path or os.devnull, "a", encoding="utf-8", errors="replace")
-            for fd in (1, 2):
+            for fd in self.fds:
                 os.dup2(self.file.fileno(), fd)
         except (OSError, TypeError, ValueError):
             self.file = None
@@ -408,7 +408,8 @@ def end(why: str, code: int = 0) -> None:
 
 def watch_parent(parent: int) -> None:
     """End the engine when Slicer's process is gone, whatever the reader is doing. On Linux the kernel
-    signals it at once (PR_SET_PDEATHSIG) when Slicer is the direct parent (no launcher between);
+    signals it at once (PR_SET_PDEATHSIG) when Slicer is the direct parent (no launcher between; the
+    signal comes when the thread that started the engine ends, and Slicer's main thread starts it);
     a thread checks Slicer's PID twice a second everywhere (macOS and Windows included)."""
     signal.signal(signal.SIGTERM, lambda *_: end("SIGTERM (Slicer is gone or stopped the engine)"))
     if sys.platform.startswith("linux") and os.getppid() == parent:

@@ -197,7 +197,7 @@ def test_a_volume_larger_than_dev_shm_goes_through_a_file_and_no_room_anywhere_i
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["file"] == [True] and out["voxels"] > 0
-    assert re.fullmatch(r"no room for the volume \(32 MiB\): shared memory \(/dev/shm\) is too small and the cache "
+    assert re.fullmatch(r"segmentation failed: no room for the volume \(32 MiB\): shared memory \(/dev/shm\) is too small and the cache "
                         r"folder \S+ could not take it \(No space left on device\); enlarge /dev/shm .*", out["error"])
 
 
@@ -218,8 +218,9 @@ def test_no_room_in_shared_memory_uses_a_file_that_is_removed_after(data, monkey
     logic.engine().stop()
     assert not os.path.exists(upload.file)
     monkeypatch.setattr(engine_client, "_reserve", no_room)
-    with pytest.raises(MODULE.InputError, match=r"^no room for the volume \(0 MiB\): [^\n]*free disk space there$"):
-        _start(logic, data)
+    run = _start(logic, data)
+    with pytest.raises(MODULE.InputError, match=r"^segmentation failed: no room for the volume \(0 MiB\): [^\n]*free disk space there$"):
+        logic.wait(run, 10)
 
 
 _LAUNCHER = """import os, subprocess, sys
@@ -384,3 +385,17 @@ def test_masks_travel_bit_packed_and_a_few_slices_unpack_quickly():
     np.testing.assert_array_equal(step, mask[120:124])
     assert received.shape == mask.shape and step.dtype == bool
     np.testing.assert_array_equal(received[:], mask)
+
+
+def test_the_engine_log_is_rotated_at_its_cap_and_writing_never_raises(tmp_path):
+    from MedSAMLiteLib.engine.server import _Log
+
+    path = tmp_path / "engine.log"
+    log = _Log(str(path), max_bytes=100, fds=())  # fds: leave this process's stdout and stderr alone
+    for n in range(30):
+        log.write(f"line {n}\n")
+    assert path.stat().st_size <= 100 + 8 and (tmp_path / "engine.log.1").stat().st_size > 100
+    assert path.read_text().splitlines()[-1] == "line 29"
+    log.file.close()  # the file is gone from under it (a dead handle, a full disk): still no exception
+    assert log.write("after\n") == 6
+    assert _Log(str(tmp_path / "no folder" / "engine.log"), fds=()).write("x") == 1
