@@ -118,6 +118,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importCheckpointButton.connect("clicked(bool)", self.onImportCheckpoint)
         self.ui.showCacheButton.connect("clicked(bool)", self.onShowCache)
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
+        self.ui.showEngineLogButton.connect("clicked(bool)", self.onShowEngineLog)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -452,9 +453,21 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShowCache(self):
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.cacheFolder())))
 
+    def onShowEngineLog(self):
+        path = self.logic.engineLog()
+        if path.is_file():
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
+        else:
+            self.ui.statusLabel.text = f"no engine log yet ({path})"
+
     def onClearCache(self):
         if slicer.util.confirmOkCancelDisplay(f"Delete the converted models in {self.logic.cacheFolder()}? They are rebuilt on next use."):
-            self.logic.clearCache()
+            with userAction("clearing the cache failed:"):
+                task = self.logic.clearCache()
+                if task.running and self.modelTask is None:  # behind a model load: followed like a download
+                    button = self.ui.clearCacheButton
+                    self.modelTask, self.modelButton, self.modelMessage = task, (button, button.text), lambda _: "converted models deleted"
+                    self.modelTimer.start()
             self.refreshBackends()
 
     def updateDependencies(self):
@@ -521,14 +534,14 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         except OSError as e:
             raise InputError(f"could not start the MedSAMLite engine ({e})") from None
 
-    def _call(self, op, **args):
-        """A request the caller waits for (model management); its failure as one line."""
-        from MedSAMLiteLib.engine.client import EngineError
+    @staticmethod
+    def engineLog():
+        """The engine's log file (its messages and tracebacks): the running engine's, else the one in the
+        cache folder."""
+        from MedSAMLiteLib.engine.client import log_path, running
 
-        try:
-            return self.engine().call(op, **args)
-        except EngineError as e:
-            raise InputError(str(e)) from None
+        engine = running()
+        return engine.log if engine is not None else log_path()
 
     # -- dependencies and models -------------------------------------------------------------------------
     @staticmethod
@@ -553,10 +566,15 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit("download", name=DEFAULT_MODEL)
 
     def downloadDefaultWeights(self):
-        """startDownloadDefaultWeights, waited for; the weights' path."""
-        from MedSAMLiteLib.models.store import DEFAULT_MODEL
+        """startDownloadDefaultWeights, waited for (the self-test; the panel polls the task); the weights' path."""
+        from MedSAMLiteLib.engine.client import EngineError
 
-        return self._call("download", name=DEFAULT_MODEL)
+        task = self.startDownloadDefaultWeights()
+        task.wait()
+        try:
+            return task.outcome()
+        except EngineError as e:
+            raise InputError(str(e)) from None
 
     def startImportCheckpoint(self, backend, path):
         """The engine checks, converts and installs a checkpoint file for `backend`; a task to poll or cancel."""
@@ -568,9 +586,17 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
         return home()
 
-    def clearCache(self):
-        """Delete the converted models (the engine lets go of its compiled ones first)."""
-        return self._call("clear_cache")
+    CLEAR_WAIT_S = 0.4
+
+    def clearCache(self, wait=CLEAR_WAIT_S):
+        """Delete the converted models: the engine lets go of its compiled ones first, ahead of queued work
+        (a prefetch is cancelled). Waits at most `wait` s, so the main thread is never held behind the
+        engine; the task, over or still running (poll it). A failure within the wait is one line."""
+        task = self.engine().submit("clear_cache")
+        task.wait(wait)
+        if task.state == task.FAILED:
+            raise InputError(task.error)
+        return task
 
     # -- reading MRML (main thread; MedSAMLiteLib/mrml/inputs.py) -------------------------------------
     def _slices(self, volumeNode, preset):

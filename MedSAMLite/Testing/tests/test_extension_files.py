@@ -46,6 +46,7 @@ UI_WIDGETS = {
     "importCheckpointButton": "QPushButton",
     "showCacheButton": "QPushButton",
     "clearCacheButton": "QPushButton",
+    "showEngineLogButton": "QPushButton",
     "dependencyLabel": "QLabel",
     "installDependenciesButton": "QPushButton",
 }

@@ -681,6 +681,9 @@ else:
         assert backend_texts(gui)["litemedsam"] == "LiteMedSAM (ready)"
         click(ui.showCacheButton)
         assert pythonqt.opened_urls[-1] == qt.QUrl.fromLocalFile(str(tmp_path / "cache")).toString()
+        click(ui.showEngineLogButton)  # Models -> Show engine log: the running engine's log file
+        assert gui.logic.engineLog().is_file()
+        assert pythonqt.opened_urls[-1] == qt.QUrl.fromLocalFile(str(gui.logic.engineLog())).toString()
         ui.modelsCollapsibleButton.collapsed = True
 
     if not WITHOUT_OPENVINO:
