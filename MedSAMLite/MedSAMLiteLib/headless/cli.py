@@ -10,6 +10,7 @@ import re
 import sys
 
 from . import commands, format_commands
+from . import corrections
 
 _NUMBERS = re.compile(r"^-?\d+(\.\d*)?(,-?\d+(\.\d*)?)+$")
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.register(sub)
     format_commands.register(sub)
+    corrections.register(sub)
     return parser
 
 
