@@ -504,6 +504,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         self.undoHook = None  # e.g. the Segment Editor's saveStateForUndo; None: MRML scene undo
         self.editorNode = None  # a vtkMRMLSegmentEditorNode whose masking settings apply, if any
         self._finished = []  # writers of the last finished Segments, newest last (for `undo`)
+        self._objects = {}  # (segmentation ID, segment ID) -> the segment's 3D result as key slices (`correctSlice`)
+        self._objectBefore = {}  # a finished run's writer -> (object key, the object before the run) (for `undo`)
 
     def setDefaultParameters(self, parameterNode):
         for key, value in DEFAULT_PARAMETERS.items():
@@ -625,6 +627,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         from MedSAMLiteLib.mrml.segments import SegmentRun, SegmentWriter
 
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
+        job.preset = preset
         try:
             writer = SegmentWriter(segmentationNode, segmentId, volumeNode, self.editorNode, self.undoHook, name=f"MedSAMLite {backend}")
         except ValueError as e:
@@ -652,6 +655,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if task.state == task.DONE and not run.cancelled:
             run.writer.finish()
             self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
+            self._keepObject(run)
             self.lastStatus = task.result["status"]
             return True
         run.restore()
@@ -727,7 +731,136 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         (False, nothing changed) when nothing is left to undo or one of those voxels was edited since."""
         if not self._finished or not self._finished[-1].undoable():
             return False
-        return self._finished.pop().undo()
+        writer = self._finished.pop()
+        done = writer.undo()
+        if done and writer in self._objectBefore:  # the segment's object goes back with its voxels
+            key, before = self._objectBefore.pop(writer)
+            if before is None:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = types.SimpleNamespace(**{**vars(before), "mtime": self._segmentMTime(*key)})
+        return done
+
+    # -- key-slice corrections (MedSAMLiteLib/core/objects.py) -----------------------------------------
+    def _segmentMTime(self, segmentationId, segmentId):
+        """When the segment's voxels last changed (None: gone): an edit since our last write shows here."""
+        node = slicer.mrmlScene.GetNodeByID(segmentationId)
+        segment = node.GetSegmentation().GetSegment(segmentId) if node is not None else None
+        from MedSAMLiteLib.mrml.segments import BINARY
+
+        layer = segment.GetRepresentation(BINARY) if segment is not None else None
+        return None if layer is None else layer.GetMTime()
+
+    def _keepObject(self, run):
+        """After a 3D Segment or a correction: the segment's object (settings, key slices, the engine's result)."""
+        result = run.task.result
+        if not isinstance(result, dict) or "keys" not in result:
+            return  # a 2D result has no key slices
+        key = (run.job.segmentationNode.GetID(), run.segmentId)
+        self._objectBefore[run.writer] = (key, self._objects.get(key))
+        self._objectBefore = {w: v for w, v in self._objectBefore.items() if w in self._finished}
+        self._objects[key] = types.SimpleNamespace(key=key, job=run.job, keys=tuple(tuple(k) for k in result["keys"]),
+                                                   result=result["object"], mtime=self._segmentMTime(*key))
+
+    def keySlices(self, segmentationNode, segmentId):
+        """The key slices of the segment's 3D result, ((slice, (x0, y0, x1, y1) or None: not on this slice), ...)
+        in the volume's canonical slices and pixels, the first the ROI's; () when it has none."""
+        obj = self._objects.get((segmentationNode.GetID(), segmentId))
+        return obj.keys if obj is not None else ()
+
+    def keySlicePoint(self, segmentationNode, segmentId, sliceIndex):
+        """A world point on key slice `sliceIndex` at the centre of its box (to show it in a slice view)."""
+        obj = self._object(segmentationNode, segmentId, check=False)
+        box = dict(obj.keys).get(sliceIndex) or obj.keys[0][1]
+        point = obj.job.geometry.index_to_world([[sliceIndex, (box[1] + box[3]) / 2, (box[0] + box[2]) / 2]])[0]
+        return inputs.world_to_volume([point], obj.job.volumeNode, inverse=True)[0]
+
+    def _object(self, segmentationNode, segmentId, backend=None, preset=None, check=True):
+        """The segment's object, checked: a changed volume, preset, backend or an edit of the segment
+        since its last MedSAMLite result is refused with one line (Segment again), never corrected silently."""
+        name = segmentationNode.GetName() if segmentationNode is not None else "None"
+        obj = self._objects.get((segmentationNode.GetID(), segmentId)) if segmentationNode is not None else None
+        if obj is None:
+            raise InputError(f"segment '{segmentId}' of '{name}' has no 3D MedSAMLite result to correct: Segment in 3D first")
+        if not check:
+            return obj
+        if self._segmentMTime(segmentationNode.GetID(), segmentId) != obj.mtime:
+            raise InputError(f"segment '{segmentId}' was edited since its MedSAMLite result: Segment again to correct it")
+        job = obj.job
+        if backend is not None and backend != job.backend:
+            raise InputError(f"the segment was made with {job.backend}: Segment again to use {backend}")
+        if preset is not None and preset != job.preset:
+            raise InputError(f"the segment was made with preset {job.preset or 'auto'}: Segment again to use {preset}")
+        if self._slices(job.volumeNode, job.preset)[0] != job.imageKey:
+            raise InputError(f"volume '{job.volumeNode.GetName()}' changed since the segment was made: Segment again")
+        return obj
+
+    def startCorrection(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
+        """Make `slice` a key slice of the segment's 3D result and re-segment the slices it governs; a run to
+        `poll` (one undo step, Cancel leaves the segment as it was). `slice`: a canonical slice index or a
+        world point on it; `box`: a Markups ROI node (its box on that slice), (x0, y0, x1, y1) in the slice's
+        canonical pixels, or None: the structure is not on this slice. `backend`/`preset`: the panel's
+        current choice, refused when it differs from the result's (the result is never mixed)."""
+        obj = self._object(segmentationNode, segmentId, backend, preset)
+        job = obj.job
+        if isinstance(slice, (int, np.integer)):
+            z = int(slice)
+        else:  # the slice whose centre is nearest the point
+            z = int(np.floor(job.geometry.world_to_index(inputs.world_to_volume([slice], job.volumeNode))[0][0] + 0.5))
+        if not 0 <= z < job.geometry.shape[0]:
+            raise InputError(f"slice {z} is outside the volume (0..{job.geometry.shape[0] - 1})")
+        if box is not None and hasattr(box, "IsA"):
+            roiBox = inputs.roi_box(box, job.volumeNode, job.geometry)
+            box = (roiBox.x0, roiBox.y0, roiBox.x1, roiBox.y1)
+        keys = dict(obj.keys)
+        keys[z] = None if box is None else tuple(float(v) for v in box)
+        return self._startObjectRun(obj, keys)
+
+    def startRemoveKeySlice(self, segmentationNode, segmentId, sliceIndex, backend=None, preset=None):
+        """Drop key slice `sliceIndex` (not the last one with a box) and re-segment what it governed; a run to `poll`."""
+        obj = self._object(segmentationNode, segmentId, backend, preset)
+        keys = dict(obj.keys)
+        if sliceIndex not in keys:
+            raise InputError(f"slice {sliceIndex} is not a key slice of segment '{segmentId}'")
+        del keys[sliceIndex]
+        return self._startObjectRun(obj, keys)
+
+    def _startObjectRun(self, obj, keys):
+        if self._running is not None and self._running.task.running:
+            raise InputError("a segmentation is already running: wait for it or cancel it")
+        if all(b is None for b in keys.values()):
+            raise InputError("the structure must be on one key slice at least: a box is needed somewhere")
+        for b in keys.values():
+            if b is not None and not (b[2] >= b[0] and b[3] >= b[1]):
+                raise InputError(f"a key slice's box needs x0 <= x1 and y0 <= y1, got {b}")
+        from MedSAMLiteLib.mrml.segments import CorrectionRun, SegmentWriter
+
+        job = types.SimpleNamespace(**{**vars(obj.job), "segmentId": obj.key[1]})
+        try:
+            writer = SegmentWriter(job.segmentationNode, job.segmentId, job.volumeNode, self.editorNode, self.undoHook,
+                                   name=f"MedSAMLite {job.backend}")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        lo = min([job.box.z0, *keys])
+        hi = max([job.box.z1, *keys])
+        box = job.box
+        task = self.engine().submit(
+            "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
+            box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), keys=sorted(keys.items()),
+            emptySliceLimit=int(job.emptySliceLimit), previous=obj.result)
+        run = CorrectionRun(job, task, writer)
+        self._running = run
+        return run
+
+    def correctSlice(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
+        """startCorrection, waited for; the segment's key slices after it."""
+        self.wait(self.startCorrection(segmentationNode, segmentId, slice, box, backend, preset))
+        return self.keySlices(segmentationNode, segmentId)
+
+    def removeKeySlice(self, segmentationNode, segmentId, sliceIndex, backend=None, preset=None):
+        """startRemoveKeySlice, waited for; the segment's key slices after it."""
+        self.wait(self.startRemoveKeySlice(segmentationNode, segmentId, sliceIndex, backend, preset))
+        return self.keySlices(segmentationNode, segmentId)
 
 
 @contextlib.contextmanager

@@ -121,10 +121,13 @@ class ObjectMasks:
         m = self.masks.get(z)
         return m if m is not None else np.zeros(self.shape[1:], dtype=bool)
 
-    def volume(self) -> np.ndarray:
-        out = np.zeros(self.shape, dtype=bool)
+    def volume(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The masks of slices lo..hi (inclusive; default all) as (hi - lo + 1, H, W)."""
+        hi = self.shape[0] - 1 if hi is None else hi
+        out = np.zeros((hi - lo + 1, *self.shape[1:]), dtype=bool)
         for z, m in self.masks.items():
-            out[z] = m
+            if lo <= z <= hi:
+                out[z - lo] = m
         return out
 
     def changed(self, before: "ObjectMasks | None") -> list[int]:
