@@ -119,6 +119,13 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showCacheButton.connect("clicked(bool)", self.onShowCache)
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.correctButton.connect("clicked(bool)", self.onCorrect)
+        self.ui.notHereButton.connect("clicked(bool)", self.onNotHere)
+        self.ui.showKeySliceButton.connect("clicked(bool)", self.onShowKeySlice)
+        self.ui.removeKeySliceButton.connect("clicked(bool)", self.onRemoveKeySlice)
+        self.ui.keySlicesList.connect("currentRowChanged(int)", lambda row: self.updateButtons())
+        self.correctionTarget = None  # (segmentation node, segment ID) of the last 3D result, if it has key slices
+        self._keySliceRows = []  # the slice of each row of keySlicesList
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateDependencies()
@@ -255,6 +262,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = running or (ready and not self.logic.missingDependencies())
         self.ui.progressBar.visible = running
         self.ui.undoButton.enabled = not running
+        self.updateKeySlices(running)
 
     # -- segment -----------------------------------------------------------------------------------------
     def request(self):
@@ -313,7 +321,88 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # segment), so segmenting another structure never replaces this one.
             self.pollTimer.stop()
             self.run = None
+            if self.logic.keySlices(run.job.segmentationNode, run.segmentId):
+                self.correctionTarget = (run.job.segmentationNode, run.segmentId)
             self.updateButtons()
+
+    # -- key-slice corrections -------------------------------------------------------------------------
+    def correctionObject(self):
+        """(segmentation node, segment ID) the corrections apply to: the chosen segment when it holds a 3D
+        result, else the last 3D result's segment; None when neither has key slices."""
+        segmentation = self.ui.segmentationSelector.currentNode()
+        chosen = (segmentation, self.ui.segmentSelector.currentSegmentID()) if segmentation is not None else None
+        for target in (chosen, self.correctionTarget):
+            if target is not None and target[1] and self.logic.keySlices(*target):
+                return target
+        return None
+
+    def updateKeySlices(self, running=False):
+        """The key slices list and the correction buttons, from the Logic's object of the segment."""
+        target = self.correctionObject()
+        keys = self.logic.keySlices(*target) if target is not None else ()
+        rows = [z for z, _ in keys]
+        if rows != self._keySliceRows or self.ui.keySlicesList.count != len(rows):
+            row = self.ui.keySlicesList.currentRow
+            self.ui.keySlicesList.clear()
+            for i, (z, box) in enumerate(keys):
+                what = "not on this slice" if box is None else "box {:g},{:g} - {:g},{:g}".format(*box)
+                self.ui.keySlicesList.addItem(f"slice {z}: {what}" + (" (the ROI's)" if i == 0 else ""))
+            self._keySliceRows = rows
+            self.ui.keySlicesList.setCurrentRow(min(row, len(rows) - 1) if rows else -1)
+        selected = 0 <= self.ui.keySlicesList.currentRow < len(rows)
+        self.ui.correctButton.enabled = self.ui.notHereButton.enabled = target is not None and not running
+        self.ui.showKeySliceButton.enabled = selected
+        self.ui.removeKeySliceButton.enabled = selected and not running and len(rows) > 1
+
+    def startObjectRun(self, start):
+        """A correction runs as a Segment does: progress, Cancel on the Segment button, status line, one undo step."""
+        self.cancelPrefetch()
+        self.logic.undoHook = self.segmentEditorUndoHook()
+        self._runFailed = False
+        with userAction("could not correct:", waitCursor=True):
+            self.run = start(self.correctionObject())
+            self.ui.progressBar.maximum = max(1, self.run.task.progress.total)
+            self.ui.progressBar.value = 0
+            self.pollTimer.start()
+        self.updateButtons()
+
+    def _panelChoice(self):
+        get = self._parameterNode.GetParameter
+        return dict(backend=get("Backend") or DEFAULT_BACKEND, preset=None if get("Preset") in ("", "auto") else get("Preset"))
+
+    def onCorrect(self):
+        self.correctOnRedSlice(box=True)
+
+    def onNotHere(self):
+        self.correctOnRedSlice(box=False)
+
+    def correctOnRedSlice(self, box):
+        """The ROI's box on the Red view's slice becomes a key slice (box=False: the structure is not there)."""
+        roi = self._parameterNode.GetNodeReference("ROI")
+
+        def start(target):
+            point = self.currentSlicePoint()
+            if point is None:
+                raise InputError("choose the volume and an ROI: the Red view's slice is found through the ROI")
+            return self.logic.startCorrection(*target, point, roi if box else None, **self._panelChoice())
+
+        self.startObjectRun(start)
+
+    def onShowKeySlice(self):
+        """The Red view moves to the selected key slice (through the centre of its box)."""
+        target, row = self.correctionObject(), self.ui.keySlicesList.currentRow
+        if target is None or not 0 <= row < len(self._keySliceRows):
+            return
+        with userAction("could not show the key slice:"):
+            point = self.logic.keySlicePoint(*target, self._keySliceRows[row])
+            slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().JumpSliceByOffsetting(*point)
+
+    def onRemoveKeySlice(self):
+        row = self.ui.keySlicesList.currentRow
+        if not 0 <= row < len(self._keySliceRows):
+            return
+        z = self._keySliceRows[row]
+        self.startObjectRun(lambda target: self.logic.startRemoveKeySlice(*target, z, **self._panelChoice()))
 
     def onUndo(self):
         """Take back the last Segment: works with the Segment Editor closed (Slicer's scene undo is off
@@ -324,6 +413,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 self.ui.statusLabel.text = ("Nothing to undo: no Segment to take back, or what it wrote was edited since "
                                             "(the Segment Editor's Undo takes back edits).")
+        self.updateButtons()  # an undone correction takes its key slice back too
 
     def segmentEditorUndoHook(self):
         """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one
