@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -183,7 +184,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         spacing = case.spacing if case.spacing is not None else (1.0, 1.0, 1.0)
-        segmenter.set_image(case.imgs, key=("case", case.name))
+        # keyed by content: cases cut from the same volume share their slices' embeddings
+        segmenter.set_image(case.imgs, key=("imgs", case.imgs.shape, hashlib.sha1(np.ascontiguousarray(case.imgs)).hexdigest()))
         for label, box in enumerate(case.boxes, start=1):
             gt = gts == label
             for protocol in protocols:
