@@ -6,9 +6,10 @@ published pipeline does (propagation from the middle slice over the ROI's slices
 with zoom `object_propagation.py`). Every further key slice re-prompts the slices it governs:
 
 * a key slice with a box is decoded with that box;
-* a slice between two box key slices gets their boxes interpolated linearly (the published weights
-  take boxes only, and a box on the worst slice plus interpolation helped most on our evaluation,
-  docs/benchmarks.md);
+* a slice between two box key slices gets a box interpolated linearly between theirs (the published
+  weights take boxes only); by default between the boxes of the key slices' masks, grown as the
+  published next-slice rule grows them (the ROI's box is the box of the whole ROI, loose on its middle
+  slice), or between the key slices' boxes as given (INTERPOLATE; docs/benchmarks.md compares them);
 * beyond the outermost box key slice on a side, up to the next "not here" key slice or the end of the
   ROI's slices, each slice is prompted from the previous slice's mask by the backend's published rule,
   falling back to the key slice's box after an empty slice;
@@ -81,31 +82,36 @@ class KeySlices:
             raise ValueError("an object needs one key slice with a box: this is its last")
         return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi)
 
-    def rules(self) -> tuple[dict, list]:
-        """How each slice of the extent is prompted: ({z: box} decoded with a box (key or interpolated),
-        [(key slice, direction, slices)] propagated from a box key slice, in order). Slices in neither
-        are empty."""
+    def rules(self) -> tuple[dict, dict, list]:
+        """How each slice of the extent is prompted: ({z: box} key slices with a box, {z: (key below, key
+        above, fraction)} slices between two box key slices, [(key slice, direction, slices)] propagated
+        from a box key slice, in order). Slices in none of them are empty."""
         lo, hi = self.extent
-        boxed, sweeps = {}, []
+        keyed, between, sweeps = {}, {}, []
         keys = list(self.keys)
         for i, (z, box) in enumerate(keys):
             if box is None:
                 continue
-            boxed[z] = np.asarray(box, dtype=np.float64)
+            keyed[z] = np.asarray(box, dtype=np.float64)
             above = keys[i + 1] if i + 1 < len(keys) else None
             if above is not None and above[1] is not None:
-                za, ba = above[0], np.asarray(above[1], dtype=np.float64)
-                for s in range(z + 1, za):
-                    t = (s - z) / (za - z)
-                    boxed[s] = boxed[z] + t * (ba - boxed[z])
-            elif above is None or above[1] is None:
+                for s in range(z + 1, above[0]):
+                    between[s] = (z, above[0], (s - z) / (above[0] - z))
+            else:
                 end = hi if above is None else above[0] - 1
                 sweeps.append((z, 1, range(z + 1, end + 1)))
             below = keys[i - 1] if i > 0 else None
             if below is None or below[1] is None:
                 end = lo if below is None else below[0] + 1
                 sweeps.append((z, -1, range(z - 1, end - 1, -1)))
-        return boxed, sweeps
+        return keyed, between, sweeps
+
+
+INTERPOLATE = ("boxes", "masks")
+"""Between two box key slices, interpolate "boxes": the key slices' boxes as given (the ROI's is the box of
+the whole ROI), or "masks": the boxes of the key slices' masks, grown as the published next-slice rule grows
+a mask's box (LiteMedSAM 3 px of the network's input)."""
+MARGIN = {"litemedsam": 3, "medficient": 0}
 
 
 @dataclass
@@ -142,10 +148,13 @@ Progress = Callable[[int], None]
 
 
 def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
-            stop_after_empty: int = 0) -> ObjectMasks:
+            stop_after_empty: int = 0, interpolate: str = "masks") -> ObjectMasks:
     """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
     image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
-    With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule)."""
+    With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).
+    `interpolate`: see INTERPOLATE."""
+    if interpolate not in INTERPOLATE:
+        raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}")
     image = segmenter.image
     depth, height, width = image.shape[:3]
     profile, variant, rule = segmenter.profile, segmenter.profile.propagation, segmenter.zoom
@@ -176,17 +185,25 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
             progress(1)
         return mask
 
-    def box_prompt(z: int, box: np.ndarray) -> np.ndarray | None:
+    def box_prompt(z: int, box: np.ndarray, margin: int = 0) -> np.ndarray | None:
         window = window_for(box)
-        if window is None:
-            return run(z, None, map_boxes(box[None], Geometry.of(height, width, profile.image_size))[0])
-        return run(z, window, map_boxes(window.to_window(box), window.geometry(profile.image_size))[0])
+        geom = Geometry.of(height, width, profile.image_size) if window is None else window.geometry(profile.image_size)
+        prompt = map_boxes(box[None] if window is None else window.to_window(box), geom)[0]
+        if margin:
+            prompt = np.clip(prompt + np.array([-margin, -margin, margin, margin], np.float32), 0, geom.size)
+        return run(z, window, prompt)
 
-    boxed, sweeps = obj.rules()
-    for z in sorted(boxed):
-        box_prompt(z, boxed[z])
+    keyed, between, sweeps = obj.rules()
+    for z in sorted(keyed):
+        box_prompt(z, keyed[z])
+    anchors = dict(keyed)
+    if interpolate == "masks":  # a key slice's mask box (its own box where it has no mask)
+        anchors.update({z: mask_bbox(out.masks[z]) for z in keyed if z in out.masks})
+    for z in sorted(between):
+        a, b, t = between[z]
+        box_prompt(z, anchors[a] + t * (anchors[b] - anchors[a]), MARGIN[variant] if interpolate == "masks" else 0)
     for key_z, direction, zs in sweeps:
-        anchor = boxed[key_z]
+        anchor = keyed[key_z]
         previous_mask = out.masks.get(key_z)
         # the published up sweep counts its first slice's emptiness, the down sweep starts afresh
         empty_run = int(previous_mask is None) if direction > 0 else 0

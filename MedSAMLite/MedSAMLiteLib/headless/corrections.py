@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corrections", type=int, default=5, help="corrections per object (default 5)")
     p.add_argument("--protocol", default="box", choices=[*PROTOCOLS, "both"],
                    help="box: the true box on the worst slice (default); click: the challenge's click; both")
+    p.add_argument("--between", default="masks", choices=objects.INTERPOLATE,
+                   help="between two key slices interpolate the boxes of their masks (default) or their boxes as given")
     backend_args(p)
     p.set_defaults(func=_evaluate)
 
@@ -121,7 +123,7 @@ def click_correction(obj: KeySlices, pred: np.ndarray, gt: np.ndarray):
     return z, (tuple(float(v) for v in best) if max(kept) > 0 else None)
 
 
-def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, spacing, surface_dice):
+def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, spacing, surface_dice, between: str = "masks"):
     """[(corrections, dsc, nsd, seconds, slice, prompt)] for one object: its first result, then each correction."""
     correct = box_correction if protocol == "box" else click_correction
     obj = KeySlices.from_roi(box, gt.shape[0], segmenter.profile.propagation)
@@ -138,7 +140,7 @@ def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, sp
                 z, prompt = step
                 obj = obj.with_key(z, prompt)
                 t0 = time.perf_counter()
-                result = objects.segment(segmenter, obj, previous=result)
+                result = objects.segment(segmenter, obj, previous=result, interpolate=between)
                 seconds = time.perf_counter() - t0
         pred = result.volume()
         d = dice(pred, gt)
@@ -189,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         for label, box in enumerate(case.boxes, start=1):
             gt = gts == label
             for protocol in protocols:
-                for row in simulate(segmenter, box, gt, args.corrections, protocol, spacing, surface_dice):
+                for row in simulate(segmenter, box, gt, args.corrections, protocol, spacing, surface_dice, args.between):
                     rows.append((case.name, label, *row[:4], protocol, *row[4:]))
                 _log(f"{case.name} object {label} {protocol}: DSC " + " ".join(f"{r[3]:.3f}" for r in rows[-args.corrections - 1:]))
     _write(out, rows, protocols, args.corrections)

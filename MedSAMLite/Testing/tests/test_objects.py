@@ -52,13 +52,33 @@ def test_slices_between_two_box_key_slices_get_the_interpolated_box():
     segmenter = _segmenter()
     obj = KeySlices.from_roi([40, 40, 0, 80, 80, 19], 20, "litemedsam").with_key(13, (80, 120, 160, 200))
     assert obj.keys[0][0] == 9
-    objects.segment(segmenter, obj)
+    objects.segment(segmenter, obj, interpolate="boxes")
     prompts = [p[0].tolist() for p in segmenter.backend.prompts]
-    # slices 9..13 decoded first, in order; slice 11 is half way: (60, 80, 120, 140) (256 px: no scaling)
-    assert prompts[:5] == [[40, 40, 80, 80], [50, 60, 100, 110], [60, 80, 120, 140], [70, 100, 140, 170], [80, 120, 160, 200]]
+    # the key slices 9 and 13 first, then 10..12; slice 11 is half way: (60, 80, 120, 140) (256 px: no scaling)
+    assert prompts[:5] == [[40, 40, 80, 80], [80, 120, 160, 200], [50, 60, 100, 110], [60, 80, 120, 140], [70, 100, 140, 170]]
     # then down from 9 (slices 8..0) and up from 13 by the published rule (the mask's box grown by 3 px)
     assert prompts[5] == [37, 37, 83, 83] and prompts[5 + 9] == [77, 117, 163, 203]
     assert len(prompts) == 20
+
+
+def test_by_default_the_key_slices_mask_boxes_are_interpolated_and_grown_as_published():
+    engine, prompts = BoxEngine(LITE), []
+    engine.decode = _shrinking(engine.decode, prompts)  # masks 10 px inside their prompt box on every side
+    segmenter = Segmenter(engine)
+    segmenter.set_image(_volume())
+    obj = KeySlices.from_roi([40, 40, 0, 120, 120, 19], 20, "litemedsam").with_key(13, (80, 120, 160, 200))
+    objects.segment(segmenter, obj)
+    # masks: slice 9 (50, 50)-(110, 110), slice 13 (90, 130)-(150, 190); slice 11 half way (70, 90)-(130, 150), +3 px
+    assert prompts[:2] == [[40, 40, 120, 120], [80, 120, 160, 200]]
+    assert prompts[3] == [67, 87, 133, 153]
+
+
+def _shrinking(decode, prompts):
+    def shrunk(embedding, boxes):
+        prompts.append(np.asarray(boxes)[0].tolist())
+        return decode(embedding, np.asarray(boxes) + np.array([10, 10, -10, -10], np.float32))
+
+    return shrunk
 
 
 def test_not_here_ends_the_object_on_that_side():
