@@ -148,3 +148,18 @@ def test_one_key_slice_reproduces_litemedsam_on_a_real_brain(zoom):
     result = objects.segment(segmenter, KeySlices.from_roi(small, len(volume), "litemedsam"))
     assert published.any()
     np.testing.assert_array_equal(result.volume(), published)
+
+
+@pytest.mark.parametrize("name", ["litemedsam", "medficient_l0", "repvit_medsam"])
+def test_corrections_work_zoomed_with_every_propagation_rule(name):
+    segmenter = _segmenter(PROFILES[name], ZoomRule())
+    obj = KeySlices.from_roi([60, 60, 2, 90, 90, 17], 20, PROFILES[name].propagation)
+    first = objects.segment(segmenter, obj)
+    corrected = obj.with_key(obj.keys[0][0] + 4, (70, 70, 100, 100)).with_key(3, None)
+    second = objects.segment(segmenter, corrected, previous=first)
+    volume = second.volume()
+    key = obj.keys[0][0]
+    assert volume[4 : key + 5].any(axis=(1, 2)).all() and not volume[:4].any()
+    rows, cols = np.flatnonzero(volume[key + 4].any(axis=1)), np.flatnonzero(volume[key + 4].any(axis=0))
+    np.testing.assert_allclose([cols[0], rows[0], cols[-1], rows[-1]], [70, 70, 100, 100], atol=2)  # mask = box (resized)
+    assert 0 < second.decoded < first.decoded + 1 and objects.segment(segmenter, corrected, previous=second).decoded == 0
