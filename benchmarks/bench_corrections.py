@@ -89,10 +89,12 @@ def main() -> int:
     dsc = lambda a: 2 * (a & truth).sum() / (a.sum() + truth.sum())  # noqa: E731
     print(f"DSC against the brain mask in the ROI's slices: {dsc(first):.3f}")
     ijk_to_ras = vtk_to_numpy_matrix(volume)
-    rows = []
+    rows, told = [], set()
     for n in range(args.corrections):
         wrong = (array() ^ truth)[lo : hi + 1].sum(axis=(1, 2))
+        wrong[[t - lo for t in told]] = -1  # a slice already corrected is not drawn again
         k = lo + int(np.argmax(wrong))
+        told.add(k)
         one = np.zeros_like(truth)
         one[k] = truth[k]
         box = module.MedSAMLiteTest.roiAroundMask(one, volume, f"key {k}")
