@@ -172,6 +172,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.cancelWork(restore=False)  # its nodes are going away
+        self.correctionTarget = None
         self.setParameterNode(None)
         self.ui.statusLabel.text = ""
 
@@ -343,12 +344,16 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rows = [z for z, _ in keys]
         if rows != self._keySliceRows or self.ui.keySlicesList.count != len(rows):
             row = self.ui.keySlicesList.currentRow
-            self.ui.keySlicesList.clear()
-            for i, (z, box) in enumerate(keys):
-                what = "not on this slice" if box is None else "box {:g},{:g} - {:g},{:g}".format(*box)
-                self.ui.keySlicesList.addItem(f"slice {z}: {what}" + (" (the ROI's)" if i == 0 else ""))
-            self._keySliceRows = rows
-            self.ui.keySlicesList.setCurrentRow(min(row, len(rows) - 1) if rows else -1)
+            wasBlocked = self.ui.keySlicesList.blockSignals(True)  # its row signal calls back here
+            try:
+                self.ui.keySlicesList.clear()
+                for i, (z, box) in enumerate(keys):
+                    what = "not on this slice" if box is None else "box {:g},{:g} - {:g},{:g}".format(*box)
+                    self.ui.keySlicesList.addItem(f"slice {z}: {what}" + (" (the ROI's)" if i == 0 else ""))
+                self._keySliceRows = rows
+                self.ui.keySlicesList.setCurrentRow(min(row, len(rows) - 1) if rows else -1)
+            finally:
+                self.ui.keySlicesList.blockSignals(wasBlocked)
         selected = 0 <= self.ui.keySlicesList.currentRow < len(rows)
         self.ui.correctButton.enabled = self.ui.notHereButton.enabled = target is not None and not running
         self.ui.showKeySliceButton.enabled = selected
@@ -849,6 +854,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         key = (run.job.segmentationNode.GetID(), run.segmentId)
         self._objectBefore[run.writer] = (key, self._objects.get(key))
         self._objectBefore = {w: v for w, v in self._objectBefore.items() if w in self._finished}
+        self._objects = {k: v for k, v in self._objects.items() if v.job.segmentationNode.GetScene()}  # closed scenes' go
         self._objects[key] = types.SimpleNamespace(key=key, job=run.job, keys=tuple(tuple(k) for k in result["keys"]),
                                                    result=result["object"], mtime=self._segmentMTime(*key))
 
@@ -856,7 +862,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """The key slices of the segment's 3D result, ((slice, (x0, y0, x1, y1) or None: not on this slice), ...)
         in the volume's canonical slices and pixels, the first the ROI's; () when it has none."""
         obj = self._objects.get((segmentationNode.GetID(), segmentId))
-        return obj.keys if obj is not None else ()
+        return obj.keys if obj is not None and obj.job.segmentationNode is segmentationNode and segmentationNode.GetScene() else ()
 
     def keySlicePoint(self, segmentationNode, segmentId, sliceIndex):
         """A world point on key slice `sliceIndex` at the centre of its box (to show it in a slice view)."""
@@ -870,7 +876,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         since its last MedSAMLite result is refused with one line (Segment again), never corrected silently."""
         name = segmentationNode.GetName() if segmentationNode is not None else "None"
         obj = self._objects.get((segmentationNode.GetID(), segmentId)) if segmentationNode is not None else None
-        if obj is None:
+        if obj is None or obj.job.segmentationNode is not segmentationNode or not segmentationNode.GetScene():
             raise InputError(f"segment '{segmentId}' of '{name}' has no 3D MedSAMLite result to correct: Segment in 3D first")
         if not check:
             return obj

@@ -7,9 +7,8 @@ with zoom `object_propagation.py`). Every further key slice re-prompts the slice
 
 * a key slice with a box is decoded with that box;
 * a slice between two box key slices gets a box interpolated linearly between theirs (the published
-  weights take boxes only); by default between the boxes of the key slices' masks, grown as the
-  published next-slice rule grows them (the ROI's box is the box of the whole ROI, loose on its middle
-  slice), or between the key slices' boxes as given (INTERPOLATE; docs/benchmarks.md compares them);
+  weights take boxes only; INTERPOLATE has a variant on the key slices' mask boxes, docs/benchmarks.md
+  compares them);
 * beyond the outermost box key slice on a side, up to the next "not here" key slice or the end of the
   ROI's slices, each slice is prompted from the previous slice's mask by the backend's published rule,
   falling back to the key slice's box after an empty slice;
@@ -108,9 +107,10 @@ class KeySlices:
 
 
 INTERPOLATE = ("boxes", "masks")
-"""Between two box key slices, interpolate "boxes": the key slices' boxes as given (the ROI's is the box of
-the whole ROI), or "masks": the boxes of the key slices' masks, grown as the published next-slice rule grows
-a mask's box (LiteMedSAM 3 px of the network's input)."""
+"""Between two box key slices, interpolate "boxes" (the default): the key slices' boxes as given (the ROI's is
+the box of the whole ROI), or "masks": the boxes of the key slices' masks, grown as the published next-slice
+rule grows a mask's box (LiteMedSAM 3 px of the network's input); "masks" did not do better on our cases
+(docs/benchmarks.md)."""
 MARGIN = {"litemedsam": 3, "medficient": 0}
 
 
@@ -148,7 +148,7 @@ Progress = Callable[[int], None]
 
 
 def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
-            stop_after_empty: int = 0, interpolate: str = "masks") -> ObjectMasks:
+            stop_after_empty: int = 0, interpolate: str = "boxes") -> ObjectMasks:
     """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
     image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
     With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).

@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corrections", type=int, default=5, help="corrections per object (default 5)")
     p.add_argument("--protocol", default="box", choices=[*PROTOCOLS, "both"],
                    help="box: the true box on the worst slice (default); click: the challenge's click; both")
-    p.add_argument("--between", default="masks", choices=objects.INTERPOLATE,
-                   help="between two key slices interpolate the boxes of their masks (default) or their boxes as given")
+    p.add_argument("--between", default="boxes", choices=objects.INTERPOLATE,
+                   help="between two key slices interpolate their boxes as given (default) or the boxes of their masks")
     backend_args(p)
     p.set_defaults(func=_evaluate)
 
@@ -123,7 +123,7 @@ def click_correction(obj: KeySlices, pred: np.ndarray, gt: np.ndarray):
     return z, (tuple(float(v) for v in best) if max(kept) > 0 else None)
 
 
-def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, spacing, surface_dice, between: str = "masks"):
+def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, spacing, surface_dice, between: str = "boxes"):
     """[(corrections, dsc, nsd, seconds, slice, prompt)] for one object: its first result, then each correction."""
     correct = box_correction if protocol == "box" else click_correction
     obj = KeySlices.from_roi(box, gt.shape[0], segmenter.profile.propagation)

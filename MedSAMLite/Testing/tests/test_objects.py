@@ -52,7 +52,7 @@ def test_slices_between_two_box_key_slices_get_the_interpolated_box():
     segmenter = _segmenter()
     obj = KeySlices.from_roi([40, 40, 0, 80, 80, 19], 20, "litemedsam").with_key(13, (80, 120, 160, 200))
     assert obj.keys[0][0] == 9
-    objects.segment(segmenter, obj, interpolate="boxes")
+    objects.segment(segmenter, obj)
     prompts = [p[0].tolist() for p in segmenter.backend.prompts]
     # the key slices 9 and 13 first, then 10..12; slice 11 is half way: (60, 80, 120, 140) (256 px: no scaling)
     assert prompts[:5] == [[40, 40, 80, 80], [80, 120, 160, 200], [50, 60, 100, 110], [60, 80, 120, 140], [70, 100, 140, 170]]
@@ -61,13 +61,13 @@ def test_slices_between_two_box_key_slices_get_the_interpolated_box():
     assert len(prompts) == 20
 
 
-def test_by_default_the_key_slices_mask_boxes_are_interpolated_and_grown_as_published():
+def test_masks_interpolates_the_key_slices_mask_boxes_grown_as_published():
     engine, prompts = BoxEngine(LITE), []
     engine.decode = _shrinking(engine.decode, prompts)  # masks 10 px inside their prompt box on every side
     segmenter = Segmenter(engine)
     segmenter.set_image(_volume())
     obj = KeySlices.from_roi([40, 40, 0, 120, 120, 19], 20, "litemedsam").with_key(13, (80, 120, 160, 200))
-    objects.segment(segmenter, obj)
+    objects.segment(segmenter, obj, interpolate="masks")
     # masks: slice 9 (50, 50)-(110, 110), slice 13 (90, 130)-(150, 190); slice 11 half way (70, 90)-(130, 150), +3 px
     assert prompts[:2] == [[40, 40, 120, 120], [80, 120, 160, 200]]
     assert prompts[3] == [67, 87, 133, 153]
