@@ -118,6 +118,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "clear_cache": ("weights",),
     "embeddings": ("clear", "max_bytes"),
     "stats": ("backend",),
+    "correct": ("backend", "zoom", "image", "box", "keys", "emptySliceLimit", "previous"),
 }
 """Each request and the arguments it may take (the server's defaults apply to those left out)."""
 

@@ -136,6 +136,7 @@ class Engine:
         self.images: OrderedDict = OrderedDict()  # image key -> Slices
         self.backends: dict = {}
         self.cache = EmbeddingCache()
+        self.objects: OrderedDict = OrderedDict()  # task id -> (settings, ObjectMasks) of 3D results, for corrections
         self._send_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------------------------
@@ -258,6 +259,8 @@ class Engine:
     def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
         """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
         in 3D the middle slice is sent first as a partial result."""
+        from ..core import objects
+        from ..core.objects import KeySlices
         from ..core.roi import SliceBox
 
         segmenter = self.segmenter(job_id, backend, zoom)
@@ -279,9 +282,49 @@ class Engine:
             visited.append(n)
             progress(n)
 
-        mask = segmenter.segment_3d(box.xyz, progress=counted, stop_after_empty=emptySliceLimit)
+        obj = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
+        result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
+        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result)
+        mask = result.volume()
         # propagation stays within the box's slices: look for the mask there only
-        return {"mask": _shift(crop(mask[box.z0 : box.z1 + 1]), box.z0), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"}
+        return {"mask": _shift(crop(mask[box.z0 : box.z1 + 1]), box.z0), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
+                "object": job_id, "keys": obj.keys}
+
+    KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds the masks of its object's slices)
+
+    def remember(self, job_id, settings, result) -> None:
+        self.objects[job_id] = (settings, result)
+        while len(self.objects) > self.KEPT_OBJECTS:
+            self.objects.popitem(last=False)
+
+    def do_correct(self, job_id, backend, zoom, image, box, keys, emptySliceLimit, previous=None):
+        """An object's key slices ((slice, xyxy box or None: not on this slice), the first the ROI's) -> its
+        mask as a crop, the slices (z0, z1) whose mask differs from result `previous` (a task id of this
+        object's last result; unknown: every slice of the object), the new result's id and key slices.
+        Slices whose prompt is the same as in any kept result of the same settings are not decoded again."""
+        from ..core import objects
+        from ..core.objects import KeySlices
+        from ..core.roi import SliceBox
+
+        segmenter = self.segmenter(job_id, backend, zoom)
+        self.stage(job_id, "correcting", interruptible=True)
+        segmenter.set_image(self.image(**image), key=image["image_key"])
+        box = SliceBox(*box)
+        settings = (image["image_key"], backend, bool(zoom), emptySliceLimit)
+        roi = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
+        obj = KeySlices(tuple(sorted((int(z), None if b is None else tuple(float(v) for v in b)) for z, b in keys)), roi.z_lo, roi.z_hi)
+        if not any(b is not None for _, b in obj.keys) or len({z for z, _ in obj.keys}) != len(obj.keys):
+            raise ValueError("key slices need one box and one entry per slice")
+        before = self.objects.get(previous)
+        before = before[1] if before is not None and before[0] == settings else None
+        t0 = time.perf_counter()
+        result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit)
+        self.remember(job_id, settings, result)
+        lo, hi = obj.extent
+        changed = result.changed(before) if before is not None else list(range(lo, hi + 1))
+        slices = (changed[0], changed[-1]) if changed else None
+        return {"mask": _shift(crop(result.volume(lo, hi)), lo), "slices": slices, "object": job_id, "keys": obj.keys,
+                "status": f"{backend} correction: {result.decoded} slices decoded in {time.perf_counter() - t0:.2f} s"}
 
     def do_prefetch(self, job_id, backend, image, slices):
         """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;
