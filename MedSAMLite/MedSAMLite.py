@@ -127,7 +127,15 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importCheckpointButton.connect("clicked(bool)", self.onImportCheckpoint)
         self.ui.showCacheButton.connect("clicked(bool)", self.onShowCache)
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
+        self.ui.showEngineLogButton.connect("clicked(bool)", self.onShowEngineLog)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.correctButton.connect("clicked(bool)", self.onCorrect)
+        self.ui.notHereButton.connect("clicked(bool)", self.onNotHere)
+        self.ui.showKeySliceButton.connect("clicked(bool)", self.onShowKeySlice)
+        self.ui.removeKeySliceButton.connect("clicked(bool)", self.onRemoveKeySlice)
+        self.ui.keySlicesList.connect("currentRowChanged(int)", lambda row: self.updateButtons())
+        self.correctionTarget = None  # (segmentation node, segment ID) of the last 3D result, if it has key slices
+        self._keySliceRows = []  # the slice of each row of keySlicesList
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateDependencies()
@@ -174,6 +182,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.cancelWork(restore=False)  # its nodes are going away
+        self.correctionTarget = None
         self.setParameterNode(None)
         self.ui.statusLabel.text = ""
 
@@ -264,6 +273,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = running or (ready and not self.logic.missingDependencies())
         self.ui.progressBar.visible = running
         self.ui.undoButton.enabled = not running
+        self.updateKeySlices(running)
 
     # -- segment -----------------------------------------------------------------------------------------
     def request(self):
@@ -322,7 +332,92 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # segment), so segmenting another structure never replaces this one.
             self.pollTimer.stop()
             self.run = None
+            if self.logic.keySlices(run.job.segmentationNode, run.segmentId):
+                self.correctionTarget = (run.job.segmentationNode, run.segmentId)
             self.updateButtons()
+
+    # -- key-slice corrections -------------------------------------------------------------------------
+    def correctionObject(self):
+        """(segmentation node, segment ID) the corrections apply to: the chosen segment when it holds a 3D
+        result, else the last 3D result's segment; None when neither has key slices."""
+        segmentation = self.ui.segmentationSelector.currentNode()
+        chosen = (segmentation, self.ui.segmentSelector.currentSegmentID()) if segmentation is not None else None
+        for target in (chosen, self.correctionTarget):
+            if target is not None and target[1] and self.logic.keySlices(*target):
+                return target
+        return None
+
+    def updateKeySlices(self, running=False):
+        """The key slices list and the correction buttons, from the Logic's object of the segment."""
+        target = self.correctionObject()
+        keys = self.logic.keySlices(*target) if target is not None else ()
+        rows = [z for z, _ in keys]
+        if rows != self._keySliceRows or self.ui.keySlicesList.count != len(rows):
+            row = self.ui.keySlicesList.currentRow
+            wasBlocked = self.ui.keySlicesList.blockSignals(True)  # its row signal calls back here
+            try:
+                self.ui.keySlicesList.clear()
+                for i, (z, box) in enumerate(keys):
+                    what = "not on this slice" if box is None else "box {:g},{:g} - {:g},{:g}".format(*box)
+                    self.ui.keySlicesList.addItem(f"slice {z}: {what}" + (" (the ROI's)" if i == 0 else ""))
+                self._keySliceRows = rows
+                self.ui.keySlicesList.setCurrentRow(min(row, len(rows) - 1) if rows else -1)
+            finally:
+                self.ui.keySlicesList.blockSignals(wasBlocked)
+        selected = 0 <= self.ui.keySlicesList.currentRow < len(rows)
+        self.ui.correctButton.enabled = self.ui.notHereButton.enabled = target is not None and not running
+        self.ui.showKeySliceButton.enabled = selected
+        self.ui.removeKeySliceButton.enabled = selected and not running and len(rows) > 1
+
+    def startObjectRun(self, start):
+        """A correction runs as a Segment does: progress, Cancel on the Segment button, status line, one undo step."""
+        self.cancelPrefetch()
+        self.logic.undoHook = self.segmentEditorUndoHook()
+        self._runFailed = False
+        with userAction("could not correct:", waitCursor=True):
+            self.run = start(self.correctionObject())
+            self.ui.progressBar.maximum = max(1, self.run.task.progress.total)
+            self.ui.progressBar.value = 0
+            self.pollTimer.start()
+        self.updateButtons()
+
+    def _panelChoice(self):
+        get = self._parameterNode.GetParameter
+        return dict(backend=get("Backend") or DEFAULT_BACKEND, preset=None if get("Preset") in ("", "auto") else get("Preset"))
+
+    def onCorrect(self):
+        self.correctOnRedSlice(box=True)
+
+    def onNotHere(self):
+        self.correctOnRedSlice(box=False)
+
+    def correctOnRedSlice(self, box):
+        """The ROI's box on the Red view's slice becomes a key slice (box=False: the structure is not there)."""
+        roi = self._parameterNode.GetNodeReference("ROI")
+
+        def start(target):
+            point = self.currentSlicePoint()
+            if point is None:
+                raise InputError("choose the volume and an ROI: the Red view's slice is found through the ROI")
+            return self.logic.startCorrection(*target, point, roi if box else None, **self._panelChoice())
+
+        self.startObjectRun(start)
+
+    def onShowKeySlice(self):
+        """The Red view moves to the selected key slice (through the centre of its box)."""
+        target, row = self.correctionObject(), self.ui.keySlicesList.currentRow
+        if target is None or not 0 <= row < len(self._keySliceRows):
+            return
+        with userAction("could not show the key slice:"):
+            point = self.logic.keySlicePoint(*target, self._keySliceRows[row])
+            slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().JumpSliceByOffsetting(*point)
+
+    def onRemoveKeySlice(self):
+        row = self.ui.keySlicesList.currentRow
+        if not 0 <= row < len(self._keySliceRows):
+            return
+        z = self._keySliceRows[row]
+        self.startObjectRun(lambda target: self.logic.startRemoveKeySlice(*target, z, **self._panelChoice()))
 
     def onUndo(self):
         """Take back the last Segment: works with the Segment Editor closed (Slicer's scene undo is off
@@ -333,6 +428,7 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 self.ui.statusLabel.text = ("Nothing to undo: no Segment to take back, or what it wrote was edited since "
                                             "(the Segment Editor's Undo takes back edits).")
+        self.updateButtons()  # an undone correction takes its key slice back too
 
     def segmentEditorUndoHook(self):
         """The Segment Editor's saveStateForUndo when it edits the target segmentation: then one
@@ -461,9 +557,21 @@ class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShowCache(self):
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.cacheFolder())))
 
+    def onShowEngineLog(self):
+        path = self.logic.engineLog()
+        if path.is_file():
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
+        else:
+            self.ui.statusLabel.text = f"no engine log yet ({path})"
+
     def onClearCache(self):
         if slicer.util.confirmOkCancelDisplay(f"Delete the converted models in {self.logic.cacheFolder()}? They are rebuilt on next use."):
-            self.logic.clearCache()
+            with userAction("clearing the cache failed:"):
+                task = self.logic.clearCache()
+                if task.running and self.modelTask is None:  # behind a model load: followed like a download
+                    button = self.ui.clearCacheButton
+                    self.modelTask, self.modelButton, self.modelMessage = task, (button, button.text), lambda _: "converted models deleted"
+                    self.modelTimer.start()
             self.refreshBackends()
 
     def updateDependencies(self):
@@ -513,6 +621,8 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         self.undoHook = None  # e.g. the Segment Editor's saveStateForUndo; None: MRML scene undo
         self.editorNode = None  # a vtkMRMLSegmentEditorNode whose masking settings apply, if any
         self._finished = []  # writers of the last finished Segments, newest last (for `undo`)
+        self._objects = {}  # (segmentation ID, segment ID) -> the segment's 3D result as key slices (`correctSlice`)
+        self._objectBefore = {}  # a finished run's writer -> (object key, the object before the run) (for `undo`)
 
     def setDefaultParameters(self, parameterNode):
         for key, value in DEFAULT_PARAMETERS.items():
@@ -530,14 +640,14 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         except OSError as e:
             raise InputError(f"could not start the MedSAMLite engine ({e})") from None
 
-    def _call(self, op, **args):
-        """A request the caller waits for (model management); its failure as one line."""
-        from MedSAMLiteLib.engine.client import EngineError
+    @staticmethod
+    def engineLog():
+        """The engine's log file (its messages and tracebacks): the running engine's, else the one in the
+        cache folder."""
+        from MedSAMLiteLib.engine.client import log_path, running
 
-        try:
-            return self.engine().call(op, **args)
-        except EngineError as e:
-            raise InputError(str(e)) from None
+        engine = running()
+        return engine.log if engine is not None else log_path()
 
     # -- dependencies and models -------------------------------------------------------------------------
     @staticmethod
@@ -562,10 +672,15 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit("download", name=DEFAULT_MODEL)
 
     def downloadDefaultWeights(self):
-        """startDownloadDefaultWeights, waited for; the weights' path."""
-        from MedSAMLiteLib.models.store import DEFAULT_MODEL
+        """startDownloadDefaultWeights, waited for (the self-test; the panel polls the task); the weights' path."""
+        from MedSAMLiteLib.engine.client import EngineError
 
-        return self._call("download", name=DEFAULT_MODEL)
+        task = self.startDownloadDefaultWeights()
+        task.wait()
+        try:
+            return task.outcome()
+        except EngineError as e:
+            raise InputError(str(e)) from None
 
     def startImportCheckpoint(self, backend, path):
         """The engine checks, converts and installs a checkpoint file for `backend`; a task to poll or cancel."""
@@ -577,9 +692,17 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
 
         return home()
 
-    def clearCache(self):
-        """Delete the converted models (the engine lets go of its compiled ones first)."""
-        return self._call("clear_cache")
+    CLEAR_WAIT_S = 0.4
+
+    def clearCache(self, wait=CLEAR_WAIT_S):
+        """Delete the converted models: the engine lets go of its compiled ones first, ahead of queued work
+        (a prefetch is cancelled). Waits at most `wait` s, so the main thread is never held behind the
+        engine; the task, over or still running (poll it). A failure within the wait is one line."""
+        task = self.engine().submit("clear_cache")
+        task.wait(wait)
+        if task.state == task.FAILED:
+            raise InputError(task.error)
+        return task
 
     # -- reading MRML (main thread; MedSAMLiteLib/mrml/inputs.py) -------------------------------------
     def _slices(self, volumeNode, preset):
@@ -635,6 +758,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         from MedSAMLiteLib.mrml.segments import SegmentRun, SegmentWriter
 
         job = self.prepare(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint, emptySliceLimit, zoom)
+        job.preset = preset
         try:
             writer = SegmentWriter(segmentationNode, segmentId, volumeNode, self.editorNode, self.undoHook, name=f"MedSAMLite {backend}")
         except ValueError as e:
@@ -662,6 +786,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         if task.state == task.DONE and not run.cancelled:
             run.writer.finish()
             self._finished = self._finished[-(self.UNDO_STEPS - 1):] + [run.writer]
+            self._keepObject(run)
             self.lastStatus = task.result["status"]
             return True
         run.restore()
@@ -811,7 +936,137 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         (False, nothing changed) when nothing is left to undo or one of those voxels was edited since."""
         if not self._finished or not self._finished[-1].undoable():
             return False
-        return self._finished.pop().undo()
+        writer = self._finished.pop()
+        done = writer.undo()
+        if done and writer in self._objectBefore:  # the segment's object goes back with its voxels
+            key, before = self._objectBefore.pop(writer)
+            if before is None:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = types.SimpleNamespace(**{**vars(before), "mtime": self._segmentMTime(*key)})
+        return done
+
+    # -- key-slice corrections (MedSAMLiteLib/core/objects.py) -----------------------------------------
+    def _segmentMTime(self, segmentationId, segmentId):
+        """When the segment's voxels last changed (None: gone): an edit since our last write shows here."""
+        node = slicer.mrmlScene.GetNodeByID(segmentationId)
+        segment = node.GetSegmentation().GetSegment(segmentId) if node is not None else None
+        from MedSAMLiteLib.mrml.segments import BINARY
+
+        layer = segment.GetRepresentation(BINARY) if segment is not None else None
+        return None if layer is None else layer.GetMTime()
+
+    def _keepObject(self, run):
+        """After a 3D Segment or a correction: the segment's object (settings, key slices, the engine's result)."""
+        result = run.task.result
+        if not isinstance(result, dict) or "keys" not in result:
+            return  # a 2D result has no key slices
+        key = (run.job.segmentationNode.GetID(), run.segmentId)
+        self._objectBefore[run.writer] = (key, self._objects.get(key))
+        self._objectBefore = {w: v for w, v in self._objectBefore.items() if w in self._finished}
+        self._objects = {k: v for k, v in self._objects.items() if v.job.segmentationNode.GetScene()}  # closed scenes' go
+        self._objects[key] = types.SimpleNamespace(key=key, job=run.job, keys=tuple(tuple(k) for k in result["keys"]),
+                                                   result=result["object"], mtime=self._segmentMTime(*key))
+
+    def keySlices(self, segmentationNode, segmentId):
+        """The key slices of the segment's 3D result, ((slice, (x0, y0, x1, y1) or None: not on this slice), ...)
+        in the volume's canonical slices and pixels, the first the ROI's; () when it has none."""
+        obj = self._objects.get((segmentationNode.GetID(), segmentId))
+        return obj.keys if obj is not None and obj.job.segmentationNode is segmentationNode and segmentationNode.GetScene() else ()
+
+    def keySlicePoint(self, segmentationNode, segmentId, sliceIndex):
+        """A world point on key slice `sliceIndex` at the centre of its box (to show it in a slice view)."""
+        obj = self._object(segmentationNode, segmentId, check=False)
+        box = dict(obj.keys).get(sliceIndex) or obj.keys[0][1]
+        point = obj.job.geometry.index_to_world([[sliceIndex, (box[1] + box[3]) / 2, (box[0] + box[2]) / 2]])[0]
+        return inputs.world_to_volume([point], obj.job.volumeNode, inverse=True)[0]
+
+    def _object(self, segmentationNode, segmentId, backend=None, preset=None, check=True):
+        """The segment's object, checked: a changed volume, preset, backend or an edit of the segment
+        since its last MedSAMLite result is refused with one line (Segment again), never corrected silently."""
+        name = segmentationNode.GetName() if segmentationNode is not None else "None"
+        obj = self._objects.get((segmentationNode.GetID(), segmentId)) if segmentationNode is not None else None
+        if obj is None or obj.job.segmentationNode is not segmentationNode or not segmentationNode.GetScene():
+            raise InputError(f"segment '{segmentId}' of '{name}' has no 3D MedSAMLite result to correct: Segment in 3D first")
+        if not check:
+            return obj
+        if self._segmentMTime(segmentationNode.GetID(), segmentId) != obj.mtime:
+            raise InputError(f"segment '{segmentId}' was edited since its MedSAMLite result: Segment again to correct it")
+        job = obj.job
+        if backend is not None and backend != job.backend:
+            raise InputError(f"the segment was made with {job.backend}: Segment again to use {backend}")
+        if preset is not None and preset != job.preset:
+            raise InputError(f"the segment was made with preset {job.preset or 'auto'}: Segment again to use {preset}")
+        if self._slices(job.volumeNode, job.preset)[0] != job.imageKey:
+            raise InputError(f"volume '{job.volumeNode.GetName()}' changed since the segment was made: Segment again")
+        return obj
+
+    def startCorrection(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
+        """Make `slice` a key slice of the segment's 3D result and re-segment the slices it governs; a run to
+        `poll` (one undo step, Cancel leaves the segment as it was). `slice`: a canonical slice index or a
+        world point on it; `box`: a Markups ROI node (its box on that slice), (x0, y0, x1, y1) in the slice's
+        canonical pixels, or None: the structure is not on this slice. `backend`/`preset`: the panel's
+        current choice, refused when it differs from the result's (the result is never mixed)."""
+        obj = self._object(segmentationNode, segmentId, backend, preset)
+        job = obj.job
+        if isinstance(slice, (int, np.integer)):
+            z = int(slice)
+        else:  # the slice whose centre is nearest the point
+            z = int(np.floor(job.geometry.world_to_index(inputs.world_to_volume([slice], job.volumeNode))[0][0] + 0.5))
+        if not 0 <= z < job.geometry.shape[0]:
+            raise InputError(f"slice {z} is outside the volume (0..{job.geometry.shape[0] - 1})")
+        if box is not None and hasattr(box, "IsA"):
+            roiBox = inputs.roi_box(box, job.volumeNode, job.geometry)
+            box = (roiBox.x0, roiBox.y0, roiBox.x1, roiBox.y1)
+        keys = dict(obj.keys)
+        keys[z] = None if box is None else tuple(float(v) for v in box)
+        return self._startObjectRun(obj, keys)
+
+    def startRemoveKeySlice(self, segmentationNode, segmentId, sliceIndex, backend=None, preset=None):
+        """Drop key slice `sliceIndex` (not the last one with a box) and re-segment what it governed; a run to `poll`."""
+        obj = self._object(segmentationNode, segmentId, backend, preset)
+        keys = dict(obj.keys)
+        if sliceIndex not in keys:
+            raise InputError(f"slice {sliceIndex} is not a key slice of segment '{segmentId}'")
+        del keys[sliceIndex]
+        return self._startObjectRun(obj, keys)
+
+    def _startObjectRun(self, obj, keys):
+        if self._running is not None and self._running.task.running:
+            raise InputError("a segmentation is already running: wait for it or cancel it")
+        if all(b is None for b in keys.values()):
+            raise InputError("the structure must be on one key slice at least: a box is needed somewhere")
+        for b in keys.values():
+            if b is not None and not (b[2] >= b[0] and b[3] >= b[1]):
+                raise InputError(f"a key slice's box needs x0 <= x1 and y0 <= y1, got {b}")
+        from MedSAMLiteLib.mrml.segments import CorrectionRun, SegmentWriter
+
+        job = types.SimpleNamespace(**{**vars(obj.job), "segmentId": obj.key[1]})
+        try:
+            writer = SegmentWriter(job.segmentationNode, job.segmentId, job.volumeNode, self.editorNode, self.undoHook,
+                                   name=f"MedSAMLite {job.backend}")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        lo = min([job.box.z0, *keys])
+        hi = max([job.box.z1, *keys])
+        box = job.box
+        task = self.engine().submit(
+            "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
+            box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), keys=sorted(keys.items()),
+            emptySliceLimit=int(job.emptySliceLimit), previous=obj.result)
+        run = CorrectionRun(job, task, writer)
+        self._running = run
+        return run
+
+    def correctSlice(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
+        """startCorrection, waited for; the segment's key slices after it."""
+        self.wait(self.startCorrection(segmentationNode, segmentId, slice, box, backend, preset))
+        return self.keySlices(segmentationNode, segmentId)
+
+    def removeKeySlice(self, segmentationNode, segmentId, sliceIndex, backend=None, preset=None):
+        """startRemoveKeySlice, waited for; the segment's key slices after it."""
+        self.wait(self.startRemoveKeySlice(segmentationNode, segmentId, sliceIndex, backend, preset))
+        return self.keySlices(segmentationNode, segmentId)
 
 
 @contextlib.contextmanager

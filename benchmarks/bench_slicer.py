@@ -218,12 +218,12 @@ def _status_mib(field: str) -> float:
 def large_ct_scene(shape: tuple[int, int, int], slices: int | None):
     """A fresh scene with the CT atlas resampled to `shape` int16 (k, j, i), an ROI around the brain
     (`slices` around its middle, or all of it) and a segmentation: (module, volume, roi, seg, ROI slices)."""
+    module = harness.load_module()  # first: it puts this checkout's MedSAMLiteLib ahead of an installed one
     import SimpleITK as sitk
     import slicer
     from MedSAMLiteLib.headless.samples import brain_mask, ct_brain_atlas_path
     from scipy import ndimage
 
-    module = harness.load_module()
     harness.new_scene()
     hu = sitk.GetArrayFromImage(sitk.ReadImage(str(ct_brain_atlas_path())))  # (179, 202, 202) int16
     factors = np.array(shape) / hu.shape

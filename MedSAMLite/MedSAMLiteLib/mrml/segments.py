@@ -502,3 +502,17 @@ class SegmentRun:
         """Every segment the run touched back as before (a segment it created is removed)."""
         self.writer.restore()
         self.segmentId = self.job.segmentId
+
+
+class CorrectionRun(SegmentRun):
+    """A key-slice correction in progress (`MedSAMLiteLogic.startCorrection`): a Segment run that writes only
+    the slices whose mask changed (the engine's result `slices`, None: none), with no partial result."""
+
+    def replaced(self, crop, origin, final):
+        return self.task.result["slices"] if final else None
+
+    def plan(self, step):
+        if self.task.result["slices"] is None:
+            self.pending = []
+        else:
+            super().plan(step)

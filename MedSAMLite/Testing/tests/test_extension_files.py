@@ -46,8 +46,14 @@ UI_WIDGETS = {
     "importCheckpointButton": "QPushButton",
     "showCacheButton": "QPushButton",
     "clearCacheButton": "QPushButton",
+    "showEngineLogButton": "QPushButton",
     "dependencyLabel": "QLabel",
     "installDependenciesButton": "QPushButton",
+    "correctButton": "QPushButton",
+    "notHereButton": "QPushButton",
+    "keySlicesList": "QListWidget",
+    "showKeySliceButton": "QPushButton",
+    "removeKeySliceButton": "QPushButton",
 }
 # Custom widget classes that exist in Slicer/CTK; their headers are named after the class.
 SLICER_CUSTOM_WIDGETS = {
@@ -61,6 +67,7 @@ QT_WIDGETS = {
     "QWidget", "QFrame", "QGroupBox", "QLabel", "QComboBox", "QPushButton", "QToolButton", "QCheckBox",
     "QRadioButton", "QSpinBox", "QDoubleSpinBox", "QLineEdit", "QTextEdit", "QPlainTextEdit", "QProgressBar",
     "QSlider", "QTabWidget", "QStackedWidget", "QScrollArea",
+    "QListWidget",
 }
 
 

@@ -533,7 +533,9 @@ else:
         assert not ui.zoomCheckBox.checked
 
     def test_collapsible_sections_open_and_close(gui):
-        for button in (gui.ui.inputsCollapsibleButton, gui.ui.segmentCollapsibleButton, gui.ui.modelsCollapsibleButton):
+        sections = [getattr(gui.ui, name) for name in sorted(vars(gui.ui)) if name.endswith("CollapsibleButton")]
+        assert len(sections) >= 4  # inputs, segment, corrections, models: a new section is covered by itself
+        for button in sections:
             was = button.collapsed
             click(button)
             assert button.collapsed != was, button.name
@@ -640,6 +642,51 @@ else:
         assert gui.run is None and len(segment_ids(slab)) == 2
         assert "show an axial slice in the Red view" in slicer_app.messages[-1][1]
 
+    # -- key-slice corrections ------------------------------------------------------------------------------
+    def key_rows(gui):
+        return [gui.ui.keySlicesList.item(i).text() for i in range(gui.ui.keySlicesList.count)]
+
+    def test_correct_not_on_this_slice_the_key_slices_undo_and_cancel(gui, slab):
+        ui = gui.ui
+        assert not ui.correctButton.enabled and not ui.notHereButton.enabled  # no 3D result yet
+        click(ui.segmentButton)
+        wait_for_run_end(gui)
+        new = segment_ids(slab)[1]
+        first = segment_array(slab, new)
+        assert first[4:9].any(axis=(1, 2)).all() and key_rows(gui)[0].startswith("slice 6: box")
+        assert len(key_rows(gui)) == 1 and not ui.removeKeySliceButton.enabled
+        centre = slab.roi.GetCenterWorld()
+        red((0, 0, 1), (1, 0, 0), (centre[0], centre[1], slice_centre_z(slab.volume, 8)))
+        click(ui.notHereButton)
+        wait_for_run_end(gui)
+        after = segment_array(slab, new)
+        assert not after[8:].any() and np.array_equal(after[:8], first[:8])
+        assert key_rows(gui)[1] == "slice 8: not on this slice" and ui.statusLabel.text.startswith("litemedsam correction")
+        click(ui.undoButton)  # the correction, taken back exactly, and its key slice with it
+        np.testing.assert_array_equal(segment_array(slab, new), first)
+        assert len(key_rows(gui)) == 1
+        red((0, 0, 1), (1, 0, 0), (centre[0], centre[1], slice_centre_z(slab.volume, 5)))
+        click(ui.correctButton)  # the ROI's box on slice 5 becomes a key slice
+        wait_for_run_end(gui)
+        np.testing.assert_array_equal(segment_array(slab, new)[6:], first[6:])  # slices 6.. keep the ROI's key slice
+        assert key_rows(gui)[0].startswith("slice 5: box") and key_rows(gui)[1].startswith("slice 6: box")
+        red((0, 0, 1), (1, 0, 0), (centre[0], centre[1], slice_centre_z(slab.volume, 8)))
+        ui.keySlicesList.setCurrentRow(0)
+        click(ui.showKeySliceButton)  # the Red view goes to slice 5
+        red_node = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        assert abs(red_node.GetSliceToRAS().GetElement(2, 3) - slice_centre_z(slab.volume, 5)) < 1e-3
+        click(ui.removeKeySliceButton)
+        wait_for_run_end(gui)
+        np.testing.assert_array_equal(segment_array(slab, new), first)  # one key slice again: the first result
+        assert len(key_rows(gui)) == 1
+        red((0, 0, 1), (1, 0, 0), (centre[0], centre[1], slice_centre_z(slab.volume, 4)))
+        click(ui.correctButton)
+        assert ui.segmentButton.text == "Cancel"
+        click(ui.segmentButton)  # Cancel: the segment and its key slices stay as they were
+        wait_for_run_end(gui)
+        np.testing.assert_array_equal(segment_array(slab, new), first)
+        assert len(key_rows(gui)) == 1 and "cancelled" in ui.statusLabel.text
+
     # -- models: the backend dropdown, import, cache -------------------------------------------------------
     def backend_texts(gui):
         combo = gui.ui.backendComboBox
@@ -681,6 +728,9 @@ else:
         assert backend_texts(gui)["litemedsam"] == "LiteMedSAM (ready)"
         click(ui.showCacheButton)
         assert pythonqt.opened_urls[-1] == qt.QUrl.fromLocalFile(str(tmp_path / "cache")).toString()
+        click(ui.showEngineLogButton)  # Models -> Show engine log: the running engine's log file
+        assert gui.logic.engineLog().is_file()
+        assert pythonqt.opened_urls[-1] == qt.QUrl.fromLocalFile(str(gui.logic.engineLog())).toString()
         ui.modelsCollapsibleButton.collapsed = True
 
     if not WITHOUT_OPENVINO:

@@ -1,0 +1,231 @@
+"""A 3D object as its key slices: the user's corrections of a propagated result.
+
+An object is a set of key slices, each a box on that slice or "not on this slice" (None). The first is
+the ROI's box on its middle slice, and with that one key slice the object is segmented exactly as the
+published pipeline does (propagation from the middle slice over the ROI's slices, `propagate.py`, or
+with zoom `object_propagation.py`). Every further key slice re-prompts the slices it governs:
+
+* a key slice with a box is decoded with that box;
+* a slice between two box key slices gets a box interpolated linearly between theirs (the published
+  weights take boxes only; INTERPOLATE has a variant on the key slices' mask boxes, docs/benchmarks.md
+  compares them);
+* beyond the outermost box key slice on a side, up to the next "not here" key slice or the end of the
+  ROI's slices, each slice is prompted from the previous slice's mask by the backend's published rule,
+  falling back to the key slice's box after an empty slice;
+* a "not here" key slice and every slice beyond it (away from the box key slices) are empty.
+
+Every slice remembers the prompt it was decoded with (window and prompt-space box), so segmenting again
+after a change decodes only the slices whose prompt changed; embeddings come from the segmenter's cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .preprocess import Geometry, logits_to_masks, map_boxes, mask_bbox
+from .propagate import _plan, next_prompt
+from .zoom import Window
+
+Box = tuple  # (x0, y0, x1, y1) in pixels of the slice, or None: not on this slice
+
+
+@dataclass(frozen=True)
+class KeySlices:
+    """An object: its key slices (slice -> box or None) and the slices it is segmented over.
+
+    `z_lo`..`z_hi` (inclusive) are the ROI's slices the published rule visits; key slices outside them
+    extend the object. Immutable: `with_key` and `without_key` give a new object (the Logic keeps the
+    old one for Undo)."""
+
+    keys: tuple  # ((z, box or None), ...) sorted by z
+    z_lo: int
+    z_hi: int
+
+    @classmethod
+    def from_roi(cls, box, depth: int, variant: str) -> "KeySlices":
+        """The object of a 3D ROI box (x0, y0, z0, x1, y1, z1): its box on the middle slice."""
+        plan = _plan(np.asarray(box, dtype=np.float64), 1, depth, variant)
+        return cls(((plan.z_mid, tuple(float(v) for v in plan.box)),), plan.z_lo, plan.z_up_end)
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """The slices segmented (inclusive): the ROI's, widened to every key slice."""
+        zs = [z for z, _ in self.keys]
+        return min(self.z_lo, *zs), max(self.z_hi, *zs)
+
+    def box(self, z: int):
+        return dict(self.keys).get(int(z))
+
+    def with_key(self, z: int, box) -> "KeySlices":
+        """A key slice at z added or replaced: a box (x0, y0, x1, y1), or None for not on this slice."""
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if not (x1 >= x0 and y1 >= y0):
+                raise ValueError(f"a key slice's box needs x0 <= x1 and y0 <= y1, got {tuple(box)}")
+            box = (x0, y0, x1, y1)
+        keys = dict(self.keys)
+        keys[int(z)] = box
+        if all(b is None for b in keys.values()):
+            raise ValueError("an object needs one key slice with a box")
+        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi)
+
+    def without_key(self, z: int) -> "KeySlices":
+        """The key slice at z removed (the last key slice with a box cannot be)."""
+        keys = dict(self.keys)
+        if int(z) not in keys:
+            raise ValueError(f"slice {z} is not a key slice")
+        del keys[int(z)]
+        if all(b is None for b in keys.values()):
+            raise ValueError("an object needs one key slice with a box: this is its last")
+        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi)
+
+    def rules(self) -> tuple[dict, dict, list]:
+        """How each slice of the extent is prompted: ({z: box} key slices with a box, {z: (key below, key
+        above, fraction)} slices between two box key slices, [(key slice, direction, slices)] propagated
+        from a box key slice, in order). Slices in none of them are empty."""
+        lo, hi = self.extent
+        keyed, between, sweeps = {}, {}, []
+        keys = list(self.keys)
+        for i, (z, box) in enumerate(keys):
+            if box is None:
+                continue
+            keyed[z] = np.asarray(box, dtype=np.float64)
+            above = keys[i + 1] if i + 1 < len(keys) else None
+            if above is not None and above[1] is not None:
+                for s in range(z + 1, above[0]):
+                    between[s] = (z, above[0], (s - z) / (above[0] - z))
+            else:
+                end = hi if above is None else above[0] - 1
+                sweeps.append((z, 1, range(z + 1, end + 1)))
+            below = keys[i - 1] if i > 0 else None
+            if below is None or below[1] is None:
+                end = lo if below is None else below[0] + 1
+                sweeps.append((z, -1, range(z - 1, end - 1, -1)))
+        return keyed, between, sweeps
+
+
+INTERPOLATE = ("boxes", "masks")
+"""Between two box key slices, interpolate "boxes" (the default): the key slices' boxes as given (the ROI's is
+the box of the whole ROI), or "masks": the boxes of the key slices' masks, grown as the published next-slice
+rule grows a mask's box (LiteMedSAM 3 px of the network's input); "masks" did not do better on our cases
+(docs/benchmarks.md)."""
+MARGIN = {"litemedsam": 3, "medficient": 0}
+
+
+@dataclass
+class ObjectMasks:
+    """The result of segmenting a KeySlices object: each slice's mask and the prompt it came from."""
+
+    shape: tuple  # (D, H, W)
+    masks: dict = field(default_factory=dict)  # z -> boolean (H, W) (absent: empty)
+    prompts: dict = field(default_factory=dict)  # z -> (window bounds, prompt box) it was decoded with
+    decoded: int = 0  # slices decoded to make it (the rest reused from the previous result)
+
+    def mask(self, z: int) -> np.ndarray:
+        m = self.masks.get(z)
+        return m if m is not None else np.zeros(self.shape[1:], dtype=bool)
+
+    def volume(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The masks of slices lo..hi (inclusive; default all) as (hi - lo + 1, H, W)."""
+        hi = self.shape[0] - 1 if hi is None else hi
+        out = np.zeros((hi - lo + 1, *self.shape[1:]), dtype=bool)
+        for z, m in self.masks.items():
+            if lo <= z <= hi:
+                out[z - lo] = m
+        return out
+
+    def changed(self, before: "ObjectMasks | None") -> list[int]:
+        """The slices whose mask differs from `before` (all with a mask, or had one, when None)."""
+        if before is None:
+            return sorted(self.masks)
+        zs = set(self.masks) | set(before.masks)
+        return sorted(z for z in zs if not np.array_equal(self.mask(z), before.mask(z)))
+
+
+Progress = Callable[[int], None]
+
+
+def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
+            stop_after_empty: int = 0, interpolate: str = "boxes") -> ObjectMasks:
+    """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
+    image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
+    With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).
+    `interpolate`: see INTERPOLATE."""
+    if interpolate not in INTERPOLATE:
+        raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}")
+    image = segmenter.image
+    depth, height, width = image.shape[:3]
+    profile, variant, rule = segmenter.profile, segmenter.profile.propagation, segmenter.zoom
+    out = ObjectMasks((depth, height, width))
+    lo, hi = obj.extent
+    if not (0 <= lo and hi < depth):
+        raise ValueError(f"key slices must lie in 0..{depth - 1}")
+
+    def window_for(box) -> Window | None:
+        return None if rule is None else (rule.window(box, height, width) or Window.whole(height, width))
+
+    def run(z: int, window: Window | None, prompt: np.ndarray) -> np.ndarray:
+        key = (None if window is None else window.bounds, tuple(float(v) for v in prompt))
+        if previous is not None and previous.prompts.get(z) == key:
+            mask = previous.masks.get(z)
+        else:
+            geom = Geometry.of(height, width, profile.image_size) if window is None else window.geometry(profile.image_size)
+            logits = segmenter.backend.decode(segmenter.embedding(z, window), prompt[None])
+            mask = logits_to_masks(logits, geom, profile)[0]
+            if window is not None:
+                mask = window.paste(mask[None], height, width)[0]
+            mask = mask if mask.any() else None
+            out.decoded += 1
+        out.prompts[z] = key
+        if mask is not None:
+            out.masks[z] = mask
+        if progress:
+            progress(1)
+        return mask
+
+    def box_prompt(z: int, box: np.ndarray, margin: int = 0) -> np.ndarray | None:
+        window = window_for(box)
+        geom = Geometry.of(height, width, profile.image_size) if window is None else window.geometry(profile.image_size)
+        prompt = map_boxes(box[None] if window is None else window.to_window(box), geom)[0]
+        if margin:
+            prompt = np.clip(prompt + np.array([-margin, -margin, margin, margin], np.float32), 0, geom.size)
+        return run(z, window, prompt)
+
+    keyed, between, sweeps = obj.rules()
+    for z in sorted(keyed):
+        box_prompt(z, keyed[z])
+    anchors = dict(keyed)
+    if interpolate == "masks":  # a key slice's mask box (its own box where it has no mask)
+        anchors.update({z: mask_bbox(out.masks[z]) for z in keyed if z in out.masks})
+    for z in sorted(between):
+        a, b, t = between[z]
+        box_prompt(z, anchors[a] + t * (anchors[b] - anchors[a]), MARGIN[variant] if interpolate == "masks" else 0)
+    for key_z, direction, zs in sweeps:
+        anchor = keyed[key_z]
+        previous_mask = out.masks.get(key_z)
+        # the published up sweep counts its first slice's emptiness, the down sweep starts afresh
+        empty_run = int(previous_mask is None) if direction > 0 else 0
+        for z in zs:
+            if stop_after_empty > 0 and empty_run >= stop_after_empty:
+                break
+            prev = previous_mask if previous_mask is not None else np.zeros((height, width), dtype=bool)
+            if rule is None:
+                geom = Geometry.of(height, width, profile.image_size)
+                mask = run(z, None, next_prompt(prev, 1, anchor, geom, variant))
+            else:
+                bbox = mask_bbox(prev)
+                window = window_for(anchor if bbox is None else bbox)
+                geom = window.geometry(profile.image_size)
+                start_box = window.to_window(anchor)[0]
+                mask = run(z, window, next_prompt(window.crop(prev), 1, start_box, geom, variant))
+            previous_mask = mask
+            empty_run = 0 if mask is not None else empty_run + 1
+    return out
+
+
+def count_steps(obj: KeySlices) -> int:
+    """Slices visited at most by `segment` (for a progress bar)."""
+    lo, hi = obj.extent
+    return hi - lo + 1 - sum(1 for _, b in obj.keys if b is None)
