@@ -47,10 +47,10 @@ test: venv venv-qt5
 	$(MAKE) --no-print-directory test-qt5
 	$(PY) -m pytest -q pytorch/tests
 
-# The panel tests on Qt 5.15 (PySide2, Python 3.10, numpy 1.26): a signal, property or method that
+# The panel and Segment Editor effect tests on Qt 5.15 (PySide2, Python 3.10, numpy 1.26): a signal, property or method that
 # Qt 5.15 lacks fails here (docs/panel_testing.md). Needs the LiteMedSAM weights (`make test` fetches them).
 test-qt5: venv-qt5
-	MEDSAMLITE_QT=PySide2 $(VENV_QT5)/bin/python -m pytest -q MedSAMLite/Testing/tests/test_panel.py
+	MEDSAMLITE_QT=PySide2 $(VENV_QT5)/bin/python -m pytest -q MedSAMLite/Testing/tests/test_panel.py MedSAMLite/Testing/tests/test_effect.py
 
 # Benchmark commands (not tests): interactive speed and memory, encoders vs PyTorch, medsamlite predict and batch;
 # about 20 minutes on 2 cores. Results and how to read them: docs/benchmarks.md.

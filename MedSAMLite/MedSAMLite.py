@@ -43,7 +43,7 @@ DEFAULT_EMPTY_SLICE_LIMIT = 3
 NODE_REFERENCES = {"InputVolume": "volumeSelector", "ROI": "roiSelector", "Segmentation": "segmentationSelector"}
 COMBO_PARAMETERS = {"Backend": "backendComboBox", "Preset": "presetComboBox", "Mode": "modeComboBox"}
 DEFAULT_PARAMETERS = {"Backend": DEFAULT_BACKEND, "Preset": "auto", "Mode": "auto", "EmptySliceLimit": str(DEFAULT_EMPTY_SLICE_LIMIT),
-                      "Zoom": "false"}
+                      "Zoom": "false", "ApplyAutomatically": "false"}
 DEPENDENCIES = {"openvino": "openvino", "cv2": "opencv-python-headless"}  # import name -> pip name
 
 
@@ -64,6 +64,15 @@ class MedSAMLite(ScriptedLoadableModule):
             "Implements LiteMedSAM (Ma et al.), MedficientSAM (Le and Pham) and RepViT-MedSAM from the CVPR 2024 "
             "'Segment Anything in Medical Images on Laptop' challenge, running on OpenVINO."
         )
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)  # as Slicer's effect template does
+
+    def registerEditorEffect(self):
+        """The Segment Editor's "MedSAMLite" effect (SegmentEditorMedSAMLiteLib/SegmentEditorEffect.py)."""
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        effect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        effect.setPythonSource(os.path.join(os.path.dirname(__file__), "SegmentEditorMedSAMLiteLib", "SegmentEditorEffect.py").replace("\\", "/"))
+        effect.self().register()
 
 
 class MedSAMLiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -733,10 +742,11 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         """Start the job in the engine: a task whose partial results (3D: the middle slice first) and
         result ({"mask": (crop, origin) in canonical indices, "status": line}) `poll` writes."""
         box = job.box
+        z0, z1 = getattr(job, "span", (box.z0, box.z1))  # a box on a view propagates from its slice through the volume
         return self.engine().submit(  # total: the slices visited at most (the progress bar's maximum)
-            "segment", upload=self._upload(job), total=1 if job.is2d else box.z1 - box.z0 + 1, backend=job.backend,
-            zoom=bool(job.zoom), image=job.image, box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), is2d=bool(job.is2d),
-            emptySliceLimit=int(job.emptySliceLimit))
+            "segment", upload=self._upload(job), total=1 if job.is2d else min(z1, job.geometry.shape[0] - 1) - max(z0, 0) + 1,
+            backend=job.backend, zoom=bool(job.zoom), image=job.image, box=(box.x0, box.y0, z0, box.x1, box.y1, z1),
+            is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit))
 
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
@@ -826,6 +836,80 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         order = sorted(range(job.box.z0, job.box.z1 + 1), key=lambda z: (abs(z - middle), z))
         return self.engine().submit("prefetch", upload=self._upload(job), total=len(order), backend=backend, image=job.image,
                                     slices=order)
+
+    # -- a box dragged on a slice view (the Segment Editor effect) ----------------------------------------
+    BOX_MODES = ("2d", "3d")
+
+    def prepareBoxOnSlice(self, volumeNode, sliceNode, rasCorner1, rasCorner2, segmentationNode=None, segmentId=None,
+                          mode="2d", backend=DEFAULT_BACKEND, preset=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT,
+                          zoom=False, needSegmentation=True):
+        """A box dragged from `rasCorner1` to `rasCorner2` (world RAS on the view's plane) on the slice the
+        view `sliceNode` shows, axial, sagittal or coronal (or oblique within 20 degrees of a voxel axis):
+        the engine slices the volume along the view's normal, so "2d" segments that slice as the user sees
+        it and "3d" propagates from it through the volume along the normal (stopping after
+        `emptySliceLimit` empty slices each way). Main thread; reads MRML only."""
+        inputs.check_nodes(volumeNode, None, segmentationNode, segmentId, needSegmentation, need_roi=False)
+        if sliceNode is None or not sliceNode.IsA("vtkMRMLSliceNode"):
+            raise InputError("drag the box in a slice view")
+        if preset is not None and preset not in PRESETS:
+            raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        if mode not in self.BOX_MODES:
+            raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(self.BOX_MODES)}")
+        axes, layout, box = inputs.view_box(volumeNode, sliceNode, rasCorner1, rasCorner2, inputs.geometry(volumeNode))
+        imageKey, image = inputs.volume_image(volumeNode, preset, axes)
+        reach = max(box.z0, layout.shape[0] - 1 - box.z0)  # a span centred on the slice: propagation starts there
+        return types.SimpleNamespace(
+            volumeNode=volumeNode, segmentationNode=segmentationNode, segmentId=segmentId, backend=backend, imageKey=imageKey,
+            image=image, geometry=layout, box=box, is2d=mode == "2d", emptySliceLimit=emptySliceLimit, zoom=zoom,
+            span=(box.z0, box.z0) if mode == "2d" else (box.z0 - reach, box.z0 + reach))
+
+    def startBoxOnSlice(self, volumeNode, sliceNode, rasCorner1, rasCorner2, mode="2d", backend=DEFAULT_BACKEND, preset=None,
+                        emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
+        """Start segmenting a box dragged on a view (see prepareBoxOnSlice) without writing anything: the
+        Segment Editor effect shows the result as a preview and commits it through the editor. Poll the
+        returned run with `boxResult`; cancel it with `run.task.cancel()`."""
+        job = self.prepareBoxOnSlice(volumeNode, sliceNode, rasCorner1, rasCorner2, mode=mode, backend=backend, preset=preset,
+                                     emptySliceLimit=emptySliceLimit, zoom=zoom, needSegmentation=False)
+        return types.SimpleNamespace(job=job, task=self.run(job))
+
+    @staticmethod
+    def boxResult(run):
+        """None while the run's engine task works; then its mask as (extent, voxels) in the volume's IJK
+        grid ((i0, i1, j0, j1, k0, k1) inclusive, voxels (k, j, i) 0/1) over the slices it replaces (the
+        drawn slice and every slice the mask reaches). A failure or a cancel raises InputError (one line)."""
+        task = run.task
+        task.engine.pump()
+        if task.running:
+            return None
+        if task.state != task.DONE:
+            raise InputError(f"segmentation {'was cancelled' if task.state == task.CANCELLED else 'failed: ' + str(task.error)}")
+        crop, (z, y, x) = task.result["mask"]
+        z0 = min(run.job.box.z0, z) if crop.shape[0] else run.job.box.z0
+        z1 = max(run.job.box.z0, z + crop.shape[0] - 1)
+        slab = np.zeros((z1 - z0 + 1, *run.job.geometry.shape[1:]), dtype=np.uint8)
+        if crop.shape[0]:  # read by slices (a crop may arrive packed: slicing gives the voxels)
+            slab[z - z0 : z - z0 + crop.shape[0], y : y + crop.shape[1], x : x + crop.shape[2]] = crop[0 : crop.shape[0]]
+        return run.job.geometry.crop_to_source(slab, (z0, 0, 0))
+
+    def segmentBoxOnSlice(self, volumeNode, sliceNode, rasCorner1, rasCorner2, segmentationNode, segmentId=None, mode="2d",
+                          backend=DEFAULT_BACKEND, preset=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
+        """Segment a box dragged on a slice view (see prepareBoxOnSlice) into `segmentId` of
+        `segmentationNode` (a new segment when None); blocks until done and returns the segment ID. The
+        result replaces the segment on the slices it covers (and the drawn slice), as the editor node's
+        masking allows (`editorNode`), in one undo step."""
+        if self._running is not None and self._running.task.running:
+            raise InputError("a segmentation is already running: wait for it or cancel it")
+        from MedSAMLiteLib.mrml.segments import SegmentRun, SegmentWriter
+
+        job = self.prepareBoxOnSlice(volumeNode, sliceNode, rasCorner1, rasCorner2, segmentationNode, segmentId, mode, backend,
+                                     preset, emptySliceLimit, zoom)
+        try:
+            writer = SegmentWriter(segmentationNode, segmentId, volumeNode, self.editorNode, self.undoHook, name=f"MedSAMLite {backend}")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        run = self._running = SegmentRun(job, self.run(job), writer)
+        self.wait(run)
+        return run.segmentId
 
     @staticmethod
     def slicePointInRoi(sliceToRas, roiNode, volumeNode):

@@ -40,6 +40,8 @@ HEADERS = {
     "qSlicerAbstractModuleWidget": ("slicer", "Base/QTGUI/qSlicerAbstractModuleWidget.h"),
     "qSlicerAbstractModuleRepresentation": ("slicer", "Base/QTCore/qSlicerAbstractModuleRepresentation.h"),
     "qSlicerScriptedLoadableModuleWidget": ("slicer", "Base/QTGUI/qSlicerScriptedLoadableModuleWidget.h"),
+    "qSlicerSegmentEditorAbstractEffect": ("slicer", "Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorAbstractEffect.h"),
+    "qSlicerSegmentEditorScriptedEffect": ("slicer", "Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorScriptedEffect.h"),
 }
 PYTHON_MODULES = {"slicer.util": "Base/Python/slicer/util.py", "slicer.packaging": "Base/Python/slicer/packaging.py"}
 

@@ -26,8 +26,6 @@ SCALE = 6
 def main() -> None:
     slicer_app.install()
     import slicer
-    from PySide6 import QtCore, QtGui
-
     panel = slicer_app.open_module()
     gui = panel.self()
     data = harness.MODULE_DIR / "Resources" / "TestData"
@@ -56,26 +54,35 @@ def main() -> None:
     k = int(np.flatnonzero(result.any(axis=(1, 2))).mean().round())
     ct = slicer.util.arrayFromVolume(volume)[k].astype(float)
     grey = np.clip((ct - (40 - 40)) / 80 * 255, 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    rgb[result[k]] = (0.5 * rgb[result[k]] + 0.5 * np.array([255, 140, 0])).astype(np.uint8)
-    rgb = np.ascontiguousarray(np.kron(rgb, np.ones((SCALE, SCALE, 1), np.uint8)))
-    image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.shape[1] * 3, QtGui.QImage.Format_RGB888).copy()
     j, i = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
+    side_by_side(left, grey, result[k], (i[0], j[0], i[-1], j[-1]), f"test CT, slice {k}: ROI (yellow), segment (orange)", SCALE)
+
+
+def side_by_side(left, grey, mask, box, caption, scale, out=OUT, note=""):
+    """Save `out`: the widget image `left` beside a slice (`grey`, uint8 rows x columns) with `mask` in
+    orange, `box` (x0, y0, x1, y1, inclusive pixels) in yellow and a caption."""
+    QtCore, QtGui = pythonqt.QtCore, pythonqt.QtGui
+
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[mask] = (0.5 * rgb[mask] + 0.5 * np.array([255, 140, 0])).astype(np.uint8)
+    rgb = np.ascontiguousarray(np.kron(rgb, np.ones((scale, scale, 1), np.uint8)))
+    image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.shape[1] * 3, QtGui.QImage.Format_RGB888).copy()
     canvas = QtGui.QImage(left.width() + image.width() + 10, max(left.height(), image.height()), QtGui.QImage.Format_RGB888)
     canvas.fill(QtGui.QColor(40, 40, 40))
     painter = QtGui.QPainter(canvas)
     painter.drawImage(0, 0, left)
     painter.drawImage(left.width() + 10, 0, image)
     painter.setPen(QtGui.QPen(QtGui.QColor(255, 230, 0), 2))
-    painter.drawRect(QtCore.QRect(left.width() + 10 + i[0] * SCALE, j[0] * SCALE, (i[-1] - i[0] + 1) * SCALE, (j[-1] - j[0] + 1) * SCALE))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    painter.drawRect(QtCore.QRect(left.width() + 10 + x0 * scale, y0 * scale, (x1 - x0 + 1) * scale, (y1 - y0 + 1) * scale))
     painter.setPen(QtGui.QColor(255, 255, 255))
-    painter.drawText(left.width() + 16, image.height() - 8, f"test CT, slice {k}: ROI (yellow), segment (orange)")
+    painter.drawText(left.width() + 16, image.height() - 8, caption)
     painter.end()
-    OUT.parent.mkdir(exist_ok=True)
-    tmp = OUT.with_suffix(".tmp.png")
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
     assert canvas.save(str(tmp))
-    tmp.replace(OUT)
-    print(f"{OUT} ({OUT.stat().st_size} bytes, {time.strftime('%Y-%m-%d')})")
+    tmp.replace(out)
+    print(f"{out} ({out.stat().st_size} bytes, {time.strftime('%Y-%m-%d')}){note}")
 
 
 if __name__ == "__main__":

@@ -259,6 +259,10 @@ class PythonQtObject:
         if not QtCore.QObject.setProperty(self, name, value):
             raise TypeError(f"{type(self).__name__}.{name} = {value!r}: Qt refused the value")
 
+    def className(self):  # noqa: N802 - PythonQt's name
+        """PythonQt gives every wrapped QObject className(): its C++ class name (effects test view types with it)."""
+        return QtCore.QObject.metaObject(self).className()
+
     def _pythonqt_connect(self, *args):
         if len(args) == 2 and isinstance(args[0], str):
             return connect(self, *args)

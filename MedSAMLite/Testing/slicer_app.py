@@ -653,6 +653,18 @@ class SlicerApp:
     def applicationLogic(self):
         return self._logic
 
+    def connect(self, signal, slot):
+        """PythonQt's connect for the one application signal a module uses: startupCompleted(), emitted
+        once after every module was made (`complete_startup`)."""
+        if signal != "startupCompleted()":
+            raise ValueError(f"qSlicerApplication stand-in: no signal {signal}")
+        self._startupSlots = getattr(self, "_startupSlots", []) + [slot]
+
+    def complete_startup(self):
+        for slot in getattr(self, "_startupSlots", []):
+            slot()
+        self._startupSlots = []
+
 
 class ModuleParent:
     """qSlicerScriptedLoadableModule as the module class sees it (title, categories, ..., path)."""
@@ -775,6 +787,9 @@ def install():
     slicer.util.__class__ = _UtilAsInEveryRelease
     if str(harness.MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(harness.MODULE_DIR))
+    import segment_editor
+
+    segment_editor.install()  # the Segment Editor's effects (the module registers one at start-up)
     return scene
 
 
@@ -795,6 +810,7 @@ def open_module(name="MedSAMLite", path=MODULE_FILE):
     python_module = load_module_file(name, path)
     parent = ModuleParent(path)
     getattr(python_module, name)(parent)
+    slicer.app.complete_startup()
     module = Module(name, path)
     setattr(slicer.modules, name.lower(), module)
     panel = module.widgetRepresentation()

@@ -170,6 +170,23 @@ class Geometry:
         lo, hi = np.minimum(a, b)[:n], np.maximum(a, b)[:n]
         return tuple(int(v) for pair in zip(lo, hi) for v in pair), self.to_source_array(crop)
 
+    def resliced(self, axes) -> "Geometry":
+        """The same voxels in another slice layout (nothing resampled): new array axis k is canonical
+        axis |axes[k]| - 1, reversed where axes[k] < 0; (1, 2, 3) is the canonical layout. A sagittal or
+        coronal view's slices are then a volume's D axis, and everything here (crops, world points,
+        the source array) follows."""
+        if self.ndim != 3 or sorted(abs(int(a)) for a in axes) != [1, 2, 3]:
+            raise ValueError(f"a slice layout names each of the axes 1, 2, 3 once, signed; got {tuple(axes)}")
+        p = np.zeros((4, 4), dtype=np.int64)
+        p[3, 3] = 1
+        for k, a in enumerate(int(a) for a in axes):
+            b = abs(a) - 1
+            p[b, k] = 1 if a > 0 else -1
+            p[b, 3] = 0 if a > 0 else self.shape[b] - 1
+        shape = tuple(self.shape[abs(int(a)) - 1] for a in axes)
+        return Geometry(shape, self.source_size, self.source_spacing, self.source_origin, self.source_direction,
+                        self.index_to_source @ p, self.source_orientation)
+
     def same_grid(self, other: "Geometry", tol: float = 1e-3) -> bool:
         """Same voxel grid in space: sizes equal, spacing, origin and direction within `tol`."""
         return (

@@ -128,3 +128,44 @@ def flat_roi(corners_ras, z: int, geometry: Geometry) -> tuple[np.ndarray, np.nd
     object_to_volume[:3, 3] = (affine @ np.array([z, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 1.0]))[:3]
     size = np.array([(hi[1] - lo[1]) * spacing[2], (hi[0] - lo[0]) * spacing[1], 0.5 * spacing[0]])
     return object_to_volume, size
+
+
+# -- a box dragged on a slice view of any orientation (the Segment Editor effect)
+
+
+def view_axes(slice_to_ras, geometry: Geometry, max_tilt_deg: float) -> tuple[int, int, int] | None:
+    """The slice layout (`Geometry.resliced`) of what a slice view shows, snapped to the voxel axes:
+    slices along the view's normal, rows down the screen, columns to its right, so the models see the
+    slice the way the user does (an axial view of Slicer gives the canonical layout). `slice_to_ras`
+    is the view's SliceToRAS in the volume's RAS (its first three columns are used). None when the
+    normal is more than `max_tilt_deg` from every voxel axis (an oblique view shows no voxel slice)."""
+    import itertools
+
+    m = np.asarray(slice_to_ras, dtype=float)[:3, :3]
+    wanted = np.column_stack([m[:, 2], -m[:, 1], m[:, 0]])
+    wanted = wanted / np.linalg.norm(wanted, axis=0)
+    axes = geometry.affine[:3, :3] / np.linalg.norm(geometry.affine[:3, :3], axis=0)
+    dots = wanted.T @ axes  # (view direction, canonical axis)
+    perm = max(itertools.permutations(range(3)), key=lambda p: sum(abs(dots[k, p[k]]) for k in range(3)))
+    if abs(dots[0, perm[0]]) < np.cos(np.radians(max_tilt_deg)):
+        return None
+    return tuple(int(perm[k] + 1) * (1 if dots[k, perm[k]] >= 0 else -1) for k in range(3))
+
+
+def drawn_box_corners(corner1, corner2, slice_to_ras) -> np.ndarray:
+    """The four corners (4, 3) of a rectangle dragged on a view from `corner1` to `corner2` (RAS points
+    on its plane): the other two lie along the view's screen axes."""
+    m = np.asarray(slice_to_ras, dtype=float)[:3, :3]
+    a, b = np.asarray(corner1, dtype=float), np.asarray(corner2, dtype=float)
+    x = m[:, 0] / np.linalg.norm(m[:, 0])
+    along_x = float((b - a) @ x) * x
+    return np.array([a, b, a + along_x, b - along_x])
+
+
+def box_on_slice(corners_ras, geometry: Geometry) -> SliceBox:
+    """A box drawn on a slice (its corners in the volume's RAS; `geometry` in the view's layout): the
+    rows and columns its corners cover, on the slice nearest their centre (one slice: a 2D prompt)."""
+    points = np.asarray(corners_ras, dtype=float).reshape(-1, 3)
+    box = box_from_points(points, geometry)
+    z = slice_index(points.mean(axis=0), geometry)
+    return SliceBox(box.x0, box.y0, z, box.x1, box.y1, z)

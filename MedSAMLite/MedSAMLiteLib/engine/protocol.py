@@ -107,8 +107,9 @@ class Cancelled(NamedTuple):
 
 # -- requests ------------------------------------------------------------------------------------------------
 
-IMAGE = ("volume", "size", "ijk_to_ras", "preset", "window", "image_key")
-"""The keys of a request's `image`: which volume state, its grid, the preset and the cache key."""
+IMAGE = ("volume", "size", "ijk_to_ras", "preset", "window", "image_key", "axes")
+"""The keys of a request's `image`: which volume state, its grid, the preset, the cache key and the slice
+layout (`axes`, see core/geometry.py `Geometry.resliced`; None: the canonical axial slices)."""
 
 OPS: dict[str, tuple[str, ...]] = {
     "segment": ("backend", "zoom", "image", "box", "is2d", "emptySliceLimit"),

@@ -241,14 +241,17 @@ class Engine:
 
         return Segmenter(self.backend(job_id, name, download=download), self.cache, zoom=ZoomRule() if zoom else None)
 
-    def image(self, volume, size, ijk_to_ras, preset, window, image_key) -> Slices:
-        """The Slices of a volume state under a preset (made once; the few most recent kept)."""
+    def image(self, volume, size, ijk_to_ras, preset, window, image_key, axes=None) -> Slices:
+        """The Slices of a volume state under a preset, along the view's axis when `axes` names a slice
+        layout other than the canonical one (made once; the few most recent kept)."""
         from ..core.geometry import Geometry
 
         if image_key not in self.images:
             if volume not in self.volumes:
                 raise RuntimeError("the volume is not in shared memory")
             geometry = Geometry.from_ijk_to_ras(size, np.asarray(ijk_to_ras))
+            if axes is not None:
+                geometry = geometry.resliced(axes)
             self.images[image_key] = Slices(self.volumes[volume][1], geometry, preset, window)
             while len(self.images) > 4:
                 self.images.popitem(last=False)
@@ -286,8 +289,9 @@ class Engine:
         result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
         self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result)
         mask = result.volume()
-        # propagation stays within the box's slices: look for the mask there only
-        return {"mask": _shift(crop(mask[box.z0 : box.z1 + 1]), box.z0), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
+        # propagation stays within the box's slices (those in the volume): look for the mask there only
+        first = max(box.z0, 0)
+        return {"mask": _shift(crop(mask[first : box.z1 + 1]), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
                 "object": job_id, "keys": obj.keys}
 
     KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds the masks of its object's slices)

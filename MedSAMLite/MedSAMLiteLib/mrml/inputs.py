@@ -11,19 +11,21 @@ import vtk
 
 MIN_WINDOW = 1e-6  # a zero display window (a constant volume) is used as a step at the level
 MAX_VIEW_TILT_DEG = 45.0  # a slice view further than this from the volume's slicing axis shows no slice the models segment
+MAX_BOX_VIEW_TILT_DEG = 20.0  # a box dragged on a view further than this from every voxel axis is refused (no voxel slice there)
 
 
 class InputError(ValueError):
     """Bad input from the user (node types, ROI placement, data shape): shown as one line."""
 
 
-def check_nodes(volume_node, roi_node, segmentation_node=None, segment_id=None, need_segmentation=True):
-    """The node types the Logic takes, or InputError naming what to choose."""
+def check_nodes(volume_node, roi_node, segmentation_node=None, segment_id=None, need_segmentation=True, need_roi=True):
+    """The node types the Logic takes, or InputError naming what to choose (`need_roi` False: a box
+    dragged on a view stands for the ROI)."""
     if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
         raise InputError("choose a scalar volume or an RGB image as input volume")
     if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputError("the input is a labelmap; choose the image volume")
-    if roi_node is None or not roi_node.IsA("vtkMRMLMarkupsROINode"):
+    if need_roi and (roi_node is None or not roi_node.IsA("vtkMRMLMarkupsROINode")):
         raise InputError("place an ROI box (a Markups ROI) around the structure")
     if need_segmentation:
         if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
@@ -52,10 +54,11 @@ def geometry(volume_node):
         raise InputError(f"volume '{volume_node.GetName()}': {e}") from None
 
 
-def volume_image(volume_node, preset):
+def volume_image(volume_node, preset, axes=None):
     """(key, image) of the volume under `preset`: the key names the volume state, frame, preset and
     window (a later change never reuses a stale result); the image is what the engine needs to make
-    the slices from the raw voxels (which travel separately, see the Logic's `_upload`)."""
+    the slices from the raw voxels (which travel separately, see the Logic's `_upload`). `axes`: the
+    slice layout of a view (core/roi.py `view_axes`; None: the canonical axial slices), in the key too."""
     from ..core.presets import volume_preset
 
     matrix = ijk_to_ras(volume_node)
@@ -73,9 +76,10 @@ def volume_image(volume_node, preset):
         # a constant volume has a zero window: show it as a step at the level (no error)
         window = (max(float(display.GetWindow()), MIN_WINDOW), float(display.GetLevel()))
     volume_key = (volume_node.GetID(), image_data.GetMTime())
-    key = (volume_key, tuple(matrix.ravel()), preset, window)
+    axes = None if axes is None else tuple(int(a) for a in axes)
+    key = (volume_key, tuple(matrix.ravel()), preset, window) + ((axes,) if axes not in (None, (1, 2, 3)) else ())
     return key, dict(volume=volume_key, size=tuple(image_data.GetDimensions()), ijk_to_ras=matrix.tolist(), preset=preset,
-                     window=window, image_key=key)
+                     window=window, image_key=key, axes=axes)
 
 
 def world_to_volume(points, volume_node, inverse=False) -> np.ndarray:
@@ -156,3 +160,28 @@ def flatten_roi_to_slice(roi_node, volume_node, slice_point):
         roi_node.SetSize(*size)
     finally:
         roi_node.EndModify(was_modifying)
+
+
+def view_box(volume_node, slice_node, corner1, corner2, geometry):
+    """A box dragged on a slice view from `corner1` to `corner2` (world RAS, on the view's plane) ->
+    (the view's slice layout, the volume's geometry in it, the voxel box on the slice it shows). The
+    models segment the voxel slice closest to the view's plane; a view more than MAX_BOX_VIEW_TILT_DEG
+    from every voxel axis is refused with one line."""
+    from ..core.roi import RoiError, box_on_slice, drawn_box_corners, view_axes
+
+    m = slicer.util.arrayFromVTKMatrix(slice_node.GetSliceToRAS())
+    origin = m[:3, 3]
+    frame = world_to_volume([origin, origin + m[:3, 0], origin + m[:3, 1], origin + m[:3, 2]], volume_node)
+    in_volume = np.eye(4)
+    in_volume[:3, :3] = (frame[1:] - frame[0]).T
+    axes = view_axes(in_volume, geometry, MAX_BOX_VIEW_TILT_DEG)
+    if axes is None:
+        raise InputError(f"the {slice_node.GetName()} view is oblique to the volume's voxels (more than "
+                         f"{MAX_BOX_VIEW_TILT_DEG:g} degrees): show an axial, sagittal or coronal slice")
+    corners = world_to_volume(drawn_box_corners(corner1, corner2, m), volume_node)
+    layout = geometry.resliced(axes)
+    try:
+        box = box_on_slice(corners, layout)
+    except RoiError as e:
+        raise InputError(str(e).replace("the ROI", "the box")) from None
+    return axes, layout, box

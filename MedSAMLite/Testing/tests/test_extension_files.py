@@ -75,6 +75,7 @@ QT_WIDGETS = {
 def disk_scripts():
     """Every Python file Slicer must ship: the module's own and those of its core package."""
     files = set(MODULE_DIR.glob("*.py")) | set((MODULE_DIR / "MedSAMLiteLib").rglob("*.py"))
+    files |= set((MODULE_DIR / "SegmentEditorMedSAMLiteLib").rglob("*.py"))  # the Segment Editor effect
     return {p.relative_to(ROOT).as_posix() for p in files if "__pycache__" not in p.parts}
 
 

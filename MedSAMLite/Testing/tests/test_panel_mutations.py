@@ -72,6 +72,7 @@ def test_the_panel_tests_fail_on_a_module_file_with(what, old, new, tests, messa
     folder = tmp_path / "MedSAMLite"
     folder.mkdir()
     (folder / "Resources").symlink_to(MODULE_FILE.parent / "Resources")
+    (folder / "SegmentEditorMedSAMLiteLib").symlink_to(MODULE_FILE.parent / "SegmentEditorMedSAMLiteLib")  # its effect
     (folder / "MedSAMLite.py").write_text(source.replace(old, new))
     env = dict(os.environ, MEDSAMLITE_PANEL_PROCESS="1", MEDSAMLITE_PANEL_MODULE_FILE=str(folder / "MedSAMLite.py"))
     python = sys.executable

@@ -26,7 +26,8 @@ CHILD = r'''
 import sys, types, importlib, pathlib
 assert sys.version_info[:2] == (3, 9), sys.version
 module_dir = pathlib.Path(sys.argv[1])
-for path in [module_dir / "MedSAMLite.py", *sorted((module_dir / "MedSAMLiteLib").rglob("*.py"))]:
+for path in [module_dir / "MedSAMLite.py", *sorted((module_dir / "MedSAMLiteLib").rglob("*.py")),
+             *sorted((module_dir / "SegmentEditorMedSAMLiteLib").rglob("*.py"))]:
     compile(path.read_text(), str(path), "exec", dont_inherit=True)
 
 class Inert:
@@ -64,7 +65,9 @@ for name in ("MedSAMLiteLib.mrml", "MedSAMLiteLib.mrml.inputs", "MedSAMLiteLib.m
     importlib.import_module(name)
 # the non-Qt parts: module metadata, the Logic's dependency check, the constrained install's files
 parent = types.SimpleNamespace()
-module.MedSAMLite.__init__(types.SimpleNamespace(parent=parent), parent)
+made = module.MedSAMLite.__new__(module.MedSAMLite)
+made.parent = parent  # the stand-in base's __init__ does nothing
+module.MedSAMLite.__init__(made, parent)
 assert parent.title == "MedSAMLite" and parent.categories == ["Segmentation"]
 logic = module.MedSAMLiteLogic()
 assert set(logic.missingDependencies()) <= {"openvino", "opencv-python-headless"}
