@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     segmenter.cache.resize(max(segmenter.cache.max_bytes, 4096 * 2**20))  # a case's slices stay encoded
     surface_dice = _nsd_function()
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    if "click" in protocols and importlib.util.find_spec("scipy") is None:
+        _log("the click protocol needs scipy (3D error regions): pip install scipy, or use --protocol box")
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], 0
     for path in paths:
