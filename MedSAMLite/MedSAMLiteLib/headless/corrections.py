@@ -131,6 +131,7 @@ def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, sp
     t0 = time.perf_counter()
     result = objects.segment(segmenter, obj)
     seconds, z, prompt = time.perf_counter() - t0, obj.keys[0][0], obj.keys[0][1]
+    pred = result.volume()
     rows = []
     for k in range(corrections + 1):
         if k:
@@ -143,7 +144,7 @@ def simulate(segmenter, box, gt: np.ndarray, corrections: int, protocol: str, sp
                 t0 = time.perf_counter()
                 result = objects.segment(segmenter, obj, previous=result, interpolate=between)
                 seconds = time.perf_counter() - t0
-        pred = result.volume()
+                pred = result.volume()
         d = dice(pred, gt)
         rows.append((k, d, nsd(gt, pred, spacing, surface_dice, d), seconds, z,
                      "not here" if prompt is None else prompt if isinstance(prompt, str) else " ".join(f"{v:g}" for v in prompt)))
