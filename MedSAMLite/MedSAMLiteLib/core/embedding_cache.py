@@ -2,7 +2,9 @@
 
 A key names exactly what the embedding was computed from: the image (its identity and modification
 time, the slice axis, the preset), the backend (model, weights, precision) and the slice. Any change
-to one of them is a new key, so a stale embedding can never be served; old ones age out.
+to one of them is a new key, so a stale embedding can never be served; old ones age out. Keys named
+`kept` (the slices of the results kept for corrections) age out only after all others, so a correction
+decodes from cached embeddings even after other work filled the cache.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class EmbeddingCache:
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._kept: frozenset = frozenset()
         self.hits = self.misses = 0
 
     @property
@@ -66,16 +69,25 @@ class EmbeddingCache:
                 self._bytes -= old.nbytes
             self._items[key] = value
             self._bytes += value.nbytes
-            while self._bytes > self.max_bytes:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
+            self._evict(spare=key)
+
+    def keep(self, keys) -> None:
+        """Evict these keys only when nothing else is left to evict (they replace the keys kept before)."""
+        with self._lock:
+            self._kept = frozenset(keys)
+
+    def _evict(self, spare: Hashable = None) -> None:
+        """Least recently used first, kept keys last, `spare` (the item just stored) never: until within budget."""
+        while self._bytes > self.max_bytes and self._items:
+            victim = next((k for k in self._items if k not in self._kept and k != spare), None)
+            if victim is None:
+                victim = next(k for k in self._items if k != spare)
+            self._bytes -= self._items.pop(victim).nbytes
 
     def resize(self, max_bytes: int) -> None:
         with self._lock:
             self.max_bytes = int(max_bytes)
-            while self._bytes > self.max_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
+            self._evict()
 
     def clear(self) -> None:
         with self._lock:

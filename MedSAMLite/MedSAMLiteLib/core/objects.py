@@ -19,6 +19,7 @@ after a change decodes only the slices whose prompt changed; embeddings come fro
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -114,26 +115,79 @@ rule grows a mask's box (LiteMedSAM 3 px of the network's input); "masks" did no
 MARGIN = {"litemedsam": 3, "medficient": 0}
 
 
+class SliceMasks(MutableMapping):
+    """z -> boolean (H, W) mask, each slice kept as the bits of its bounding box, so a kept result (the
+    engine keeps several for corrections) grows with the object, not with the volume: unpacked, one
+    400 x 512 x 512 result is 100 MB. Reading a slice gives a fresh full-size mask."""
+
+    EMPTY = (0, 0, 0, 0, np.zeros((0, 0), np.uint8))
+
+    def __init__(self, size: tuple) -> None:
+        self.size = tuple(size)  # (H, W)
+        self._items: dict = {}  # z -> (y0, x0, height, width, bits of the box's rows)
+
+    def __setitem__(self, z: int, mask: np.ndarray) -> None:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            self._items[z] = self.EMPTY
+            return
+        y0, x0, y1, x1 = rows[0], cols[0], rows[-1] + 1, cols[-1] + 1
+        self._items[z] = (int(y0), int(x0), int(y1 - y0), int(x1 - x0), np.packbits(mask[y0:y1, x0:x1], axis=-1))
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        out = np.zeros(self.size, dtype=bool)
+        self.paste(z, out)
+        return out
+
+    def paste(self, z: int, out: np.ndarray) -> None:
+        """Write slice z's voxels into `out` (H, W), which is all False."""
+        y0, x0, h, w, bits = self._items[z]
+        out[y0 : y0 + h, x0 : x0 + w] = np.unpackbits(bits, axis=-1, count=w).view(bool)
+
+    def same(self, z: int, other: "SliceMasks") -> bool:
+        """Whether slice z holds the same mask here and in `other` (absent: empty; boxes are tight, so equal
+        masks have equal bits)."""
+        a, b = self._items.get(z, self.EMPTY), other._items.get(z, self.EMPTY)
+        return a[:4] == b[:4] and np.array_equal(a[4], b[4])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the masks' bits (what the engine keeps per result)."""
+        return sum(item[4].nbytes for item in self._items.values())
+
+    def __delitem__(self, z: int) -> None:
+        del self._items[z]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class ObjectMasks:
     """The result of segmenting a KeySlices object: each slice's mask and the prompt it came from."""
 
     shape: tuple  # (D, H, W)
-    masks: dict = field(default_factory=dict)  # z -> boolean (H, W) (absent: empty)
+    masks: SliceMasks = None  # z -> boolean (H, W) (absent: empty); made from `shape`
     prompts: dict = field(default_factory=dict)  # z -> (window bounds, prompt box) it was decoded with
     decoded: int = 0  # slices decoded to make it (the rest reused from the previous result)
 
+    def __post_init__(self) -> None:
+        if self.masks is None:
+            self.masks = SliceMasks(self.shape[1:])
+
     def mask(self, z: int) -> np.ndarray:
-        m = self.masks.get(z)
-        return m if m is not None else np.zeros(self.shape[1:], dtype=bool)
+        return self.masks[z] if z in self.masks else np.zeros(self.shape[1:], dtype=bool)
 
     def volume(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """The masks of slices lo..hi (inclusive; default all) as (hi - lo + 1, H, W)."""
         hi = self.shape[0] - 1 if hi is None else hi
         out = np.zeros((hi - lo + 1, *self.shape[1:]), dtype=bool)
-        for z, m in self.masks.items():
+        for z in self.masks:
             if lo <= z <= hi:
-                out[z - lo] = m
+                self.masks.paste(z, out[z - lo])
         return out
 
     def changed(self, before: "ObjectMasks | None") -> list[int]:
@@ -141,7 +195,7 @@ class ObjectMasks:
         if before is None:
             return sorted(self.masks)
         zs = set(self.masks) | set(before.masks)
-        return sorted(z for z in zs if not np.array_equal(self.mask(z), before.mask(z)))
+        return sorted(z for z in zs if not self.masks.same(z, before.masks))
 
 
 Progress = Callable[[int], None]

@@ -67,11 +67,12 @@ class Segmenter:
         self.image = slices
         self.image_key = key if key is not None else ("anonymous", next(_anonymous))
 
-    def _key(self, z: int, window: Window | None = None) -> Hashable:
+    def key(self, z: int, bounds: tuple | None = None) -> Hashable:
+        """The cache key of slice z's embedding, or of the window with these bounds (x0, y0, x1, y1) of it."""
         key = (self.image_key, self.backend_key, int(z))
-        if window is None or window.covers(*self.image.shape[1:3]):
+        if bounds is None or tuple(bounds) == Window.whole(*self.image.shape[1:3]).bounds:
             return key
-        return (*key, ("crop", *window.bounds))
+        return (*key, ("crop", *bounds))
 
     def embedding(self, z: int, window: Window | None = None) -> np.ndarray:
         """Image embedding of slice z (or of a window of it), encoded once, then served from the cache."""
@@ -79,7 +80,7 @@ class Segmenter:
             raise RuntimeError("no image set")
         if not 0 <= z < self.image.shape[0]:
             raise IndexError(f"slice {z} outside 0..{self.image.shape[0] - 1}")
-        key = self._key(z, window)
+        key = self.key(z, None if window is None else window.bounds)
         cached = self.cache.get(key)
         if cached is None:
             pixels = self.image[z] if window is None else window.crop(self.image[z])

@@ -287,19 +287,21 @@ class Engine:
 
         obj = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
         result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
-        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result)
-        mask = result.volume()
+        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result, segmenter)
         # propagation stays within the box's slices (those in the volume): look for the mask there only
-        first = max(box.z0, 0)
-        return {"mask": _shift(crop(mask[first : box.z1 + 1]), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
+        first, last = max(box.z0, 0), min(box.z1, len(segmenter.image) - 1)
+        return {"mask": _shift(crop(result.volume(first, last)), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
                 "object": job_id, "keys": obj.keys}
 
-    KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds the masks of its object's slices)
+    KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds its slices' masks as bits of their boxes)
 
-    def remember(self, job_id, settings, result) -> None:
-        self.objects[job_id] = (settings, result)
+    def remember(self, job_id, settings, result, segmenter) -> None:
+        """Keep a 3D result for corrections, and the embeddings of its slices in the cache while it is kept."""
+        keys = {segmenter.key(z, bounds) for z, (bounds, _) in result.prompts.items()}
+        self.objects[job_id] = (settings, result, keys)
         while len(self.objects) > self.KEPT_OBJECTS:
             self.objects.popitem(last=False)
+        self.cache.keep(set().union(*(kept[2] for kept in self.objects.values())))
 
     def do_correct(self, job_id, backend, zoom, image, box, keys, emptySliceLimit, previous=None):
         """An object's key slices ((slice, xyxy box or None: not on this slice), the first the ROI's) -> its
@@ -321,14 +323,15 @@ class Engine:
             raise ValueError("key slices need one box and one entry per slice")
         before = self.objects.get(previous)
         before = before[1] if before is not None and before[0] == settings else None
-        t0 = time.perf_counter()
+        t0, misses = time.perf_counter(), self.cache.misses
         result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit)
-        self.remember(job_id, settings, result)
+        encoded = self.cache.misses - misses  # 0 unless embeddings were evicted, or zoom moved a crop window
+        self.remember(job_id, settings, result, segmenter)
         lo, hi = obj.extent
         changed = result.changed(before) if before is not None else list(range(lo, hi + 1))
         slices = (changed[0], changed[-1]) if changed else None
         return {"mask": _shift(crop(result.volume(lo, hi)), lo), "slices": slices, "object": job_id, "keys": obj.keys,
-                "status": f"{backend} correction: {result.decoded} slices decoded in {time.perf_counter() - t0:.2f} s"}
+                "status": f"{backend} correction: {result.decoded} slices decoded ({encoded} encoded) in {time.perf_counter() - t0:.2f} s"}
 
     def do_prefetch(self, job_id, backend, image, slices):
         """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;

@@ -115,12 +115,12 @@ def test_crops_and_whole_slices_are_cached_apart():
     zoomed.segment_2d(1, box)
     assert engine.stats.encoder_calls == 2 and len(cache) == 2  # the crop did not reuse the slice
     window = RULE.window(box, 200, 200)
-    np.testing.assert_array_equal(cache.get(zoomed._key(1, window)), preprocess(window.crop(image[1]), LITE)[0])
-    np.testing.assert_array_equal(cache.get(plain._key(1)), preprocess(image[1], LITE)[0])
+    np.testing.assert_array_equal(cache.get(zoomed.key(1, window.bounds)), preprocess(window.crop(image[1]), LITE)[0])
+    np.testing.assert_array_equal(cache.get(plain.key(1)), preprocess(image[1], LITE)[0])
     plain.segment_2d(1, box)
     zoomed.segment_2d(1, box)
     assert engine.stats.encoder_calls == 2  # both served from their own entries
-    assert zoomed._key(1, Window.whole(200, 200)) == plain._key(1)  # an unzoomed box shares the slice's entry
+    assert zoomed.key(1, Window.whole(200, 200).bounds) == plain.key(1)  # an unzoomed box shares the slice's entry
 
 
 def test_cli_zoom_flag(monkeypatch, tmp_path, capsys):
