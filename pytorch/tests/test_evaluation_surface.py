@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medsamlite_torch.evaluation import surface as S
+from MedSAMLiteLib.headless import surface as S
 from medsamlite_torch.evaluation.metrics import score_case
-from medsamlite_torch.evaluation.surface import surface, surface_dice
-from medsamlite_torch.evaluation.tables import contour_lengths, surfel_areas
+from MedSAMLiteLib.headless.surface import surface, surface_dice
+from MedSAMLiteLib.headless.surface_tables import contour_lengths, surfel_areas
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

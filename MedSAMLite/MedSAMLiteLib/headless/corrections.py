@@ -12,7 +12,7 @@ Two users, both told only what they see on the screen (the result) and where it 
 Every object of a case gets one correction per round; a correction is a key slice (core/objects.py).
 The case's DSC after k corrections is the mean over its objects; DSC_AUC is the challenge's: the
 trapezoid over the DSCs after corrections 1..K at unit steps (the box result is left out, as there).
-NSD (2 mm) comes from the pytorch/ package's torch-free evaluation module when it is installed.
+NSD (2 mm, surfel areas with the case's spacing) is the challenge's (`surface.py`); it needs scipy.
 """
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _nsd_function():
-    try:
-        from medsamlite_torch.evaluation.surface import surface_dice
-    except ImportError:
-        _log("NSD left out: the pytorch/ package's evaluation module is not installed")
+    if importlib.util.find_spec("scipy") is None:
+        _log("NSD left out: it needs scipy (pip install scipy)")
         return None
+    from .surface import surface_dice
+
     return surface_dice
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import MedSAMLiteLib
 
 ALLOWED = {"numpy", "openvino", "cv2", "SimpleITK"}
-# demo/test data builders, and the evaluation command (scipy for the click protocol's 3D error regions,
-# the pytorch/ side's NSD when installed); neither runs in Slicer
-DATA_ONLY = {"MedSAMLiteLib.headless.samples", "MedSAMLiteLib.headless.corrections"}
+# demo/test data builders, and the evaluation command and its NSD (scipy for the click protocol's 3D
+# error regions and the surface distance transform); none of them runs in Slicer
+DATA_ONLY = {"MedSAMLiteLib.headless.samples", "MedSAMLiteLib.headless.corrections", "MedSAMLiteLib.headless.surface"}
 # optional extras, imported inside functions only (`pip install 'medsamlite[cluster]'`; Slicer never runs them)
 OPTIONAL = {"MedSAMLiteLib.headless.executor": {"distributed", "tqdm"}}
 SLICER_SIDE = "MedSAMLiteLib.mrml"  # this subpackage may import slicer and vtk too; imported by the Logic only, in Slicer

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .surface import surface_dice_cropped
+from MedSAMLiteLib.headless.surface import surface_dice_cropped
 
 TOLERANCE = 2.0
 DSC_GATE = 0.2  # NSD is computed only when the case DSC exceeds this

@@ -19,6 +19,10 @@ surface, so here:
 Offset lengths are computed with the same float operations as `distance_transform_edt`
 (per-axis offset times spacing, squared, summed in axis order, square root), so the decisions
 `distance <= tolerance` and therefore the numbers equal the reference's.
+
+The one implementation: `medsamlite evaluate-corrections` scores with it, and pytorch/'s
+`medsamlite-torch evaluate` imports it from here (pytorch/ depends on the extension, never the reverse).
+Evaluation only (never in Slicer): scipy is imported when its distance transform is used.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from .tables import contour_lengths, surfel_areas
+from .surface_tables import contour_lengths, surfel_areas
 
 # One voxel of a distance transform costs about as much as this many offset tests (measured).
 _EDT_COST_PER_VOXEL = 32.0
