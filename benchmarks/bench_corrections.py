@@ -4,7 +4,8 @@ who corrects the worst slice (by wrong voxels against the atlas's brain mask) `-
 the true box there (an ROI drawn around the brain on that slice), then Undo of every correction.
 
 Reported per correction: seconds from the click to the segment written (embeddings cached by the Segment),
-slices decoded again, the longest single main-thread call (the Logic's startCorrection and poll), and
+slices decoded again, the engine's seconds and its decoder's share, slices encoded (0: every embedding came
+from the cache), the longest single main-thread call (the Logic's startCorrection and poll), and
 whether Undo gave back the first result voxel for voxel.
 
 Usage: PYTHONPATH=MedSAMLite .venv/bin/python benchmarks/bench_corrections.py [--corrections 3]
@@ -60,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corrections", type=int, default=3)
     args = parser.parse_args()
+    print(f"load average at the start {os.getloadavg()[0]:.1f}")
     module = harness.load_module()
     import slicer
 

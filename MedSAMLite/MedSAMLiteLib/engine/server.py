@@ -323,15 +323,18 @@ class Engine:
             raise ValueError("key slices need one box and one entry per slice")
         before = self.objects.get(previous)
         before = before[1] if before is not None and before[0] == settings else None
-        t0, misses = time.perf_counter(), self.cache.misses
+        stats = segmenter.backend.stats
+        t0, misses, decoding = time.perf_counter(), self.cache.misses, stats.decoder_seconds
         result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit)
+        decoding = stats.decoder_seconds - decoding
         encoded = self.cache.misses - misses  # 0 unless embeddings were evicted, or zoom moved a crop window
         self.remember(job_id, settings, result, segmenter)
         lo, hi = obj.extent
         changed = result.changed(before) if before is not None else list(range(lo, hi + 1))
         slices = (changed[0], changed[-1]) if changed else None
         return {"mask": _shift(crop(result.volume(lo, hi)), lo), "slices": slices, "object": job_id, "keys": obj.keys,
-                "status": f"{backend} correction: {result.decoded} slices decoded ({encoded} encoded) in {time.perf_counter() - t0:.2f} s"}
+                "status": f"{backend} correction: {result.decoded} slices decoded in {time.perf_counter() - t0:.2f} s "
+                          f"(decoder {decoding:.2f} s), {encoded} encoded"}
 
     def do_prefetch(self, job_id, backend, image, slices):
         """Encode `slices` in order (the ROI's, middle first) so that a Segment finds them cached;

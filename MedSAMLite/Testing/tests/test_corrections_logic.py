@@ -80,6 +80,7 @@ def test_a_box_on_a_key_slice_rewrites_only_what_it_governs_and_undo_takes_it_ba
     np.testing.assert_array_equal(after[:7], data["first"][:7])  # slices 7 (between) and 8 (the key) only
     assert not np.array_equal(after[8], data["first"][8]) and not after[9:].any()
     assert logic.lastStatus.startswith("litemedsam correction:")
+    assert logic.lastStatus.endswith(", 0 encoded")  # the Segment's embeddings served the correction
     assert logic.undo()
     np.testing.assert_array_equal(_array(data), data["first"])
     assert [k[0] for k in logic.keySlices(data["segmentation"], data["segment"])] == [6]

@@ -60,3 +60,24 @@ def test_kept_keys_are_evicted_only_when_nothing_else_is_left():
     cache.keep({"b", "e", "f"})
     cache.put("g", item.copy())  # every item kept: the least recently used of them goes, the budget holds
     assert "b" not in cache and cache.nbytes <= cache.max_bytes
+
+
+def test_the_engine_keeps_its_kept_objects_slices_cached_until_the_object_is_dropped():
+    from MedSAMLiteLib.engine.server import Engine
+
+    engine = Engine(None)
+    segmenter = Segmenter(BoxEngine(PROFILES["litemedsam"]), engine.cache)
+    segmenter.set_image(np.full((30, 64, 64), 7, np.uint8), key="image")
+    slice_bytes = segmenter.embedding(0).nbytes
+    engine.cache.resize(12 * slice_bytes)
+    result = objects.segment(segmenter, KeySlices.from_roi((10, 10, 0, 40, 40, 7), 30, "litemedsam"))
+    engine.remember(1, "settings", result, segmenter)
+    for z in range(8, 30):  # other work: a prefetch of other slices fills the cache
+        segmenter.embedding(z)
+    assert all(segmenter.key(z) in engine.cache for z in range(8))
+    later = objects.segment(segmenter, KeySlices.from_roi((10, 10, 20, 40, 40, 27), 30, "litemedsam"))
+    for task in range(2, 2 + engine.KEPT_OBJECTS):  # newer objects: the first is dropped, its slices age out
+        engine.remember(task, "settings", later, segmenter)
+    for z in range(8, 20):
+        segmenter.embedding(z)
+    assert not any(segmenter.key(z) in engine.cache for z in range(8))
