@@ -53,3 +53,14 @@ def test_box_corrections_reach_the_truth_with_a_network_that_segments_its_box():
     dscs = [r[1] for r in rows]
     assert dscs[0] < 0.9 and dscs[-1] == 1.0 and dice(gt, gt) == 1.0
     assert [r[0] for r in rows] == list(range(8))
+
+
+def test_nsd_comes_from_the_extension_and_is_gated_by_dsc_as_in_the_challenge():
+    pytest.importorskip("scipy")
+    from MedSAMLiteLib.headless.corrections import _nsd_function, nsd
+
+    surface_dice = _nsd_function()
+    gt = _square((9, 40, 40), 4, 10, 10, 29, 29, thick=5)
+    assert nsd(gt, gt, (1.0, 1.0, 1.0), surface_dice, 1.0) == 1.0
+    far = _square((9, 40, 40), 4, 33, 33, 39, 39, thick=5)  # 3 voxels beyond gt's corner: DSC 0
+    assert nsd(gt, far, (1.0, 1.0, 1.0), surface_dice, dice(gt, far)) == 0.0  # DSC <= 0.2: NSD not computed
