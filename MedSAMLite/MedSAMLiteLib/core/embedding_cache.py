@@ -2,8 +2,8 @@
 
 A key names exactly what the embedding was computed from: the image (its identity and modification
 time, the slice axis, the preset), the backend (model, weights, precision) and the slice. Any change
-to one of them is a new key, so a stale embedding can never be served; old ones age out. Keys named
-`kept` (the slices of the results kept for corrections) age out only after all others, so a correction
+to one of them is a new key, so a stale embedding can never be served; old ones age out. Keys given
+to `keep` (the slices of the results kept for corrections) age out only after all others, so a correction
 decodes from cached embeddings even after other work filled the cache.
 """
 from __future__ import annotations

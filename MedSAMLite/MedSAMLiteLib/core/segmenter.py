@@ -70,7 +70,7 @@ class Segmenter:
     def key(self, z: int, bounds: tuple | None = None) -> Hashable:
         """The cache key of slice z's embedding, or of the window with these bounds (x0, y0, x1, y1) of it."""
         key = (self.image_key, self.backend_key, int(z))
-        if bounds is None or tuple(bounds) == Window.whole(*self.image.shape[1:3]).bounds:
+        if bounds is None or Window(*bounds).covers(*self.image.shape[1:3]):
             return key
         return (*key, ("crop", *bounds))
 

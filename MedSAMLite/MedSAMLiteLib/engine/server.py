@@ -288,9 +288,8 @@ class Engine:
         obj = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
         result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
         self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result, segmenter)
-        # propagation stays within the box's slices (those in the volume): look for the mask there only
-        first, last = max(box.z0, 0), min(box.z1, len(segmenter.image) - 1)
-        return {"mask": _shift(crop(result.volume(first, last)), first), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
+        lo, hi = obj.extent  # propagation stays within the box's slices (those in the volume): the mask is there
+        return {"mask": _shift(crop(result.volume(lo, hi)), lo), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
                 "object": job_id, "keys": obj.keys}
 
     KEPT_OBJECTS = 8  # 3D results kept for corrections (each holds its slices' masks as bits of their boxes)
