@@ -864,13 +864,33 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
             span=(box.z0, box.z0) if mode == "2d" else (box.z0 - reach, box.z0 + reach))
 
     def startBoxOnSlice(self, volumeNode, sliceNode, rasCorner1, rasCorner2, mode="2d", backend=DEFAULT_BACKEND, preset=None,
-                        emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
+                        emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False, previous=None):
         """Start segmenting a box dragged on a view (see prepareBoxOnSlice) without writing anything: the
         Segment Editor effect shows the result as a preview and commits it through the editor. Poll the
-        returned run with `boxResult`; cancel it with `run.task.cancel()`."""
+        returned run with `boxResult`; cancel it with `run.task.cancel()`.
+
+        `previous`: a finished 3D run of this method (a propagated preview, or a key slice added to one). A
+        box that shows the same voxels the same way (volume state, preset, view axes) with the same backend,
+        zoom and stop rule becomes a key slice of that object, replacing the key slice on its slice if any:
+        the engine re-segments only the slices that key slice governs (the `correct` op, as
+        `startCorrection`) and the result is the whole object (`run.keySlice` True). Any other box (or no
+        `previous`) starts a new object in `mode`."""
         job = self.prepareBoxOnSlice(volumeNode, sliceNode, rasCorner1, rasCorner2, mode=mode, backend=backend, preset=preset,
                                      emptySliceLimit=emptySliceLimit, zoom=zoom, needSegmentation=False)
-        return types.SimpleNamespace(job=job, task=self.run(job))
+        if previous is None or not self._continuesObject(previous, job):
+            return types.SimpleNamespace(job=job, task=self.run(job), keySlice=False)
+        result, box = previous.task.result, job.box
+        keys = {z: b for z, b in result["keys"]}
+        keys[box.z0] = (box.x0, box.y0, box.x1, box.y1)
+        return types.SimpleNamespace(job=previous.job, task=self._submitCorrection(previous.job, keys, result["object"]), keySlice=True)
+
+    @staticmethod
+    def _continuesObject(previous, job):
+        """Whether a box's `job` can be a key slice of the object of the box run `previous`."""
+        task, before = previous.task, previous.job
+        return (task.state == task.DONE and "keys" in task.result and before.volumeNode is job.volumeNode
+                and (before.imageKey, before.backend, bool(before.zoom), int(before.emptySliceLimit))
+                == (job.imageKey, job.backend, bool(job.zoom), int(job.emptySliceLimit)))
 
     @staticmethod
     def boxResult(run):
@@ -1047,16 +1067,20 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
                                    name=f"MedSAMLite {job.backend}")
         except ValueError as e:
             raise InputError(str(e)) from None
-        lo = min([job.box.z0, *keys])
-        hi = max([job.box.z1, *keys])
-        box = job.box
-        task = self.engine().submit(
-            "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
-            box=(box.x0, box.y0, box.z0, box.x1, box.y1, box.z1), keys=sorted(keys.items()),
-            emptySliceLimit=int(job.emptySliceLimit), previous=obj.result)
-        run = CorrectionRun(job, task, writer)
+        run = CorrectionRun(job, self._submitCorrection(job, keys, obj.result), writer)
         self._running = run
         return run
+
+    def _submitCorrection(self, job, keys, previous):
+        """The engine's `correct` task for the object that `job` made (an ROI's 3D Segment, a box's
+        propagation) with key slices `keys` ({slice: box or None}); `previous`: its last result's id."""
+        box = job.box
+        z0, z1 = getattr(job, "span", (box.z0, box.z1))  # as `run` sent it: the engine rebuilds the same object
+        lo, hi = max(min([z0, *keys]), 0), min(max([z1, *keys]), job.geometry.shape[0] - 1)
+        return self.engine().submit(
+            "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
+            box=(box.x0, box.y0, z0, box.x1, box.y1, z1), keys=sorted(keys.items()), emptySliceLimit=int(job.emptySliceLimit),
+            previous=previous)
 
     def correctSlice(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
         """startCorrection, waited for; the segment's key slices after it."""

@@ -3,8 +3,9 @@
 The MedSAMLite module registers this effect at start-up (Slicer's effect template does the same). Left-drag
 a box in any slice view (axial, sagittal, coronal, or oblique within 20 degrees of a voxel axis): the
 engine segments the slice the view shows (MedSAMLiteLogic.startBoxOnSlice) and the result appears as a
-preview; Propagate runs 3D from that box along the view's normal; Esc cancels; Apply writes the preview
-into the selected segment with the editor's own `modifySelectedSegmentByLabelmap`, so its masking
+preview; Propagate runs 3D from that box along the view's normal; a box on another slice of that view
+(same segment) is then a key slice of the propagated object, as the module's Corrections; Esc cancels;
+Apply writes the preview into the selected segment with the editor's own `modifySelectedSegmentByLabelmap`, so its masking
 (editable area, intensity range, overwrite other segments) and its undo apply as for Slicer's effects:
 one Apply is one undo step. The options are the module's (its parameter node): backend, preset, zoom,
 mode, and Apply automatically. Slicer's main thread never waits for the engine: a timer polls it.
@@ -26,7 +27,9 @@ MODE_LABELS = {"2d": "2D: the slice in the view", "3d": "3D: propagate along the
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     """Box -> preview -> Apply. State: `drag` (view, start xy) while the button is down, `run` while the
-    engine works, `preview` ((extent, voxels) in the source volume's IJK, its box) until Apply or Esc."""
+    engine works, `preview` ((extent, voxels) in the source volume's IJK, its box) until Apply or Esc, and
+    `object`: the finished 3D run the preview shows (its key slices), to which the next box on its view adds
+    a key slice while the segment selected when it began (`objectSegmentId`) is still selected."""
 
     POLL_MS = 100
 
@@ -40,6 +43,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.run = None
         self.box = None  # (slice node, RAS corner 1, RAS corner 2, volume node) of the last box
         self.preview = None
+        self.object = None
+        self.objectSegmentId = None
         self.previewNode = None
         self.rubberBands = {}  # view widget -> (points, actor)
         self.pollTimer = qt.QTimer()
@@ -62,7 +67,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return ("<html>Promptable segmentation (LiteMedSAM and others, on the CPU).<p><ul style='margin: 0'>"
                 "<li><b>Left-drag</b> a box around a structure in a slice view (axial, sagittal or coronal): the "
                 "result on that slice appears as a preview.<li><b>Propagate</b>: 3D from that box along the view's "
-                "normal.<li><b>Apply</b>: into the selected segment, with the editor's masking and overwrite "
+                "normal.<li>Then a <b>box on another slice</b> of that view adds a key slice to the 3D result (a box on a key "
+                "slice replaces it); the slices it governs are segmented again. A box in a view along another axis, for "
+                "another segment, with other options, or after Apply or Esc starts a new structure.<li><b>Apply</b>: into the selected segment, with the editor's masking and overwrite "
                 "settings; Undo takes it back.<li><b>Esc</b>: cancel the preview.</ul></html>")
 
     # -- the options panel -------------------------------------------------------------------------------
@@ -175,7 +182,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             node.EndModify(wasModifying)
 
     def updateButtons(self):
-        self.propagateButton.enabled = self.box is not None and self.run is None
+        self.propagateButton.enabled = self.box is not None and self.run is None and self.object is None
         self.applyButton.enabled = self.preview is not None and self.run is None
         self.cancelButton.enabled = self.preview is not None or self.run is not None
 
@@ -241,23 +248,30 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- computing (the engine, polled) ------------------------------------------------------------------
     def startBox(self, sliceNode, rasCorner1, rasCorner2, mode=None):
-        """Segment the box on the view's slice (or propagate from it: `mode` "3d"); the previous preview
-        goes (Apply keeps a result). Errors appear in the status line, as one line."""
-        node = self.parameterNode()
+        """Segment the box on the view's slice (or propagate from it: `mode` "3d"). While a propagated preview
+        of the selected segment is shown, the Logic makes a box on its view a key slice of it and the preview
+        stays until the corrected object replaces it; any other box starts a new object and the previous
+        preview goes (Apply keeps a result). A refused box changes nothing; its reason is the status line."""
+        node, editorNode = self.parameterNode(), self.scriptedEffect.parameterSetNode()
         mode = mode or ("3d" if node.GetParameter("Mode") == "3d" else "2d")
-        volume = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
-        self.cancel()
+        volume, segmentId = editorNode.GetSourceVolumeNode(), editorNode.GetSelectedSegmentID()
+        self.stopRun()
         try:
             preset = node.GetParameter("Preset")
-            self.run = self.logic.startBoxOnSlice(
+            run = self.logic.startBoxOnSlice(
                 volume, sliceNode, rasCorner1, rasCorner2, mode=mode, backend=node.GetParameter("Backend") or MedSAMLite.DEFAULT_BACKEND,
                 preset=None if preset in ("", "auto") else preset, zoom=node.GetParameter("Zoom") == "true",
-                emptySliceLimit=int(node.GetParameter("EmptySliceLimit") or MedSAMLite.DEFAULT_EMPTY_SLICE_LIMIT))
+                emptySliceLimit=int(node.GetParameter("EmptySliceLimit") or MedSAMLite.DEFAULT_EMPTY_SLICE_LIMIT),
+                previous=self.object if segmentId == self.objectSegmentId else None)
         except InputError as e:
             self.setStatus(f"Not segmented: {one_line(e)}")
             return
+        if not run.keySlice:
+            self.cancel()
+            self.objectSegmentId = segmentId
+        self.run = run
         self.box = (sliceNode, tuple(rasCorner1), tuple(rasCorner2), volume)
-        self.setStatus("Segmenting the 3D object..." if mode == "3d" else "Segmenting the slice...")
+        self.setStatus("Adding a key slice..." if run.keySlice else "Segmenting the 3D object..." if mode == "3d" else "Segmenting the slice...")
         self.pollTimer.start()
 
     def onPropagate(self):
@@ -282,21 +296,32 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         self.pollTimer.stop()
         status = self.run.task.result["status"]
+        self.object = self.run if "keys" in self.run.task.result else None
         self.run = None
         self.preview = result
         self.showPreview()
-        self.setStatus(f"{status}. Apply writes it into the segment; Esc drops it.")
+        more = f" ({len(self.keySlices())} key slices; a box on another slice adds one)" if self.object is not None else ""
+        self.setStatus(f"{status}{more}. Apply writes it into the segment; Esc drops it.")
         if self.parameterNode().GetParameter("ApplyAutomatically") == "true":
             self.onApply()
 
-    def cancel(self):
-        """Esc and Cancel: stop the engine's run and drop the preview; the segmentation is untouched."""
+    def keySlices(self):
+        """The previewed object's key slices ((slice, box), ...) along its view's normal; () for a 2D preview."""
+        return tuple(self.object.task.result["keys"]) if self.object is not None else ()
+
+    def stopRun(self):
+        """Stop the engine's run (a new box replaces it); the preview stays."""
         self.drag = None
         if self.run is not None:
             self.run.task.cancel()
             self.run = None
         self.pollTimer.stop()
+
+    def cancel(self):
+        """Esc and Cancel: stop the engine's run and drop the preview and its object; the segmentation is untouched."""
+        self.stopRun()
         self.preview = None
+        self.object = None
         self.removePreviewNode()
         self.setStatus("Drag a box around a structure in a slice view.")
 
@@ -360,5 +385,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.saveStateForUndo()
         self.scriptedEffect.modifySelectedSegmentByLabelmap(modifier, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd)
         self.preview = None
+        self.object = None  # the next box is a new structure
         self.removePreviewNode()
         self.setStatus("Applied. Drag another box, or Undo in the Segment Editor.")

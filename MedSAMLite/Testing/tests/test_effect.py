@@ -1,9 +1,10 @@
 """The Segment Editor effect "MedSAMLite", registered by the module at start-up and driven as a user would:
 boxes dragged in the Red, Yellow and Green views (mouse events at view xy, converted by the effect through
 the real slice nodes' XYToRAS), the preview, Apply through the editor with its masking and overwrite
-settings (Slicer's own vtkSlicerSegmentEditorLogic does the edit), Undo, Propagate, Esc, and the options
-shared with the module panel. The editor and the effect adaptor are stand-ins limited to what Slicer's
-headers show (Testing/segment_editor.py); a process of its own, as test_panel.py.
+settings (Slicer's own vtkSlicerSegmentEditorLogic does the edit), Undo, Propagate, a second box as a key
+slice of the propagated object, Esc, and the options shared with the module panel. The editor and the effect
+adaptor are stand-ins limited to what Slicer's headers show (Testing/segment_editor.py); a process of its
+own, as test_panel.py.
 """
 import os
 import subprocess
@@ -54,17 +55,8 @@ else:
     def dice(a, b):
         return 2 * (a & b).sum() / (a.sum() + b.sum())
 
-    @pytest.fixture(scope="module")
-    def panel():
-        panel = slicer_app.open_module()
-        assert pythonqt.take_errors() == []
-        return panel
-
     @pytest.fixture
-    def scene(panel):
-        slicer_app.close_scene()
-        pythonqt.process_events()
-        slicer_app.messages.clear()
+    def scene(closed_scene):
         volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "phantom")
         image = vtk.vtkImageData()
         image.SetDimensions(SIZE, SIZE, SIZE)
@@ -90,12 +82,10 @@ else:
             assert node.SetOrientation(orientation)
             node.JumpSliceByCentering(*ras((CENTRE, CENTRE, CENTRE)))
             node.UpdateMatrices()
-        parameters = panel.self().logic.getParameterNode()
+        parameters = closed_scene.self().logic.getParameterNode()
         parameters.SetParameter("Preset", "abdomen")
         parameters.SetParameter("Mode", "2d")
-        yield {"volume": volume, "segmentation": segmentation}
-        pythonqt.process_events()
-        assert pythonqt.take_errors() == [], "exceptions in slots"
+        return {"volume": volume, "segmentation": segmentation}
 
     @pytest.fixture
     def editor(scene):
@@ -130,6 +120,11 @@ else:
         low, high = [CENTRE - half] * 3, [CENTRE + half] * 3
         low[2 - axis] = high[2 - axis] = CENTRE  # (i, j, k) order: the normal's index stays on the slice
         return segment_editor.drag(editor, view, xy(view, ras(low)), xy(view, ras(high)))
+
+    def drag_on_axial_slice(editor, k, low, high):
+        """Show axial slice `k` in Red and drag a box there from voxel (i, j) `low` to `high`."""
+        slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().JumpSliceByCentering(*ras((CENTRE, CENTRE, k)))
+        return segment_editor.drag(editor, "Red", xy("Red", ras((*low, k))), xy("Red", ras((*high, k))))
 
     def effect(editor):
         return editor.activeEffect().self()
@@ -318,6 +313,47 @@ else:
         assert (segments(scene)["target"] == shown).all()
         editor.undo()
         assert not segments(scene)["target"].any()
+
+    def test_a_box_on_another_slice_is_a_key_slice_of_the_propagated_object(panel, editor, scene):
+        """Box 1 in Red, Propagate, box 2 on another Red slice: a key slice of the same object (the module's
+        Corrections core), not a new object: only the slices it governs change (between the key slices and
+        beyond it, away from box 1), the others keep their masks exactly. A box on a key slice replaces it;
+        Apply writes the whole corrected object as one undo step and ends the object."""
+        panel.self().logic.getParameterNode().SetParameter("EmptySliceLimit", "2")
+        drag_on_axial_slice(editor, CENTRE, (CENTRE - 10, CENTRE - 10), (CENTRE + 10, CENTRE + 10))
+        wait_for_result(editor)
+        click(effect(editor).propagateButton)
+        wait_for_result(editor)
+        first = preview(editor, scene)
+        assert len(effect(editor).keySlices()) == 1 and not effect(editor).propagateButton.enabled
+        key = CENTRE + 4
+        half = (CENTRE - 9, CENTRE - 9), (CENTRE - 1, CENTRE + 9)  # i <= CENTRE - 1: a half of the sphere's section
+        assert first[key, :, CENTRE + 1 :].sum() > 20  # the propagated mask covers the other half there
+
+        drag_on_axial_slice(editor, key, *half)
+        assert effect(editor).previewNode is not None, "the preview stays while the key slice is computed"
+        wait_for_result(editor)
+        second = preview(editor, scene)
+        assert [z for z, _ in effect(editor).keySlices()] == [CENTRE, key], "box 2 is a key slice of the same object"
+        assert "correction" in effect(editor).statusLabel.text and "2 key slices" in effect(editor).statusLabel.text
+        assert all((second[k] == first[k]).all() for k in range(CENTRE + 1)), "slices that box 2 does not govern are unchanged"
+        assert not second[key, :, CENTRE + 1 :].any() and second[key].sum() > 20  # box 2's half, on its slice
+        assert any((second[k] != first[k]).any() for k in range(CENTRE + 1, key))  # the slices between: boxes in between
+
+        drag_on_axial_slice(editor, key, (CENTRE - 10, CENTRE - 10), (CENTRE + 10, CENTRE + 10))  # replaces key slice 2
+        wait_for_result(editor)
+        third = preview(editor, scene)
+        assert [z for z, _ in effect(editor).keySlices()] == [CENTRE, key]
+        assert third[key, :, CENTRE + 1 :].sum() > 20 and all((third[k] == first[k]).all() for k in range(CENTRE + 1))
+
+        click(effect(editor).applyButton)
+        assert (segments(scene)["target"] == third).all() and effect(editor).keySlices() == ()
+        editor.undo()
+        assert not segments(scene)["target"].any(), "one Apply, one undo step"
+        drag_on_axial_slice(editor, key, *half)  # after Apply: a new object (2D mode: that slice only)
+        wait_for_result(editor)
+        shown = preview(editor, scene)
+        assert effect(editor).keySlices() == () and shown.sum() == shown[key].sum() > 0
 
     def test_escape_drops_the_preview_and_stops_a_run(editor, scene):
         before = segments(scene)

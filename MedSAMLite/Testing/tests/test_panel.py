@@ -69,22 +69,10 @@ else:
     TESTDATA = harness.MODULE_DIR / "Resources" / "TestData"
     BROKEN = []
 
-    @pytest.fixture(scope="module")
-    def panel():
-        """The module panel, opened once (as in a Slicer session); each test starts from a closed scene."""
-        panel = slicer_app.open_module()
-        assert pythonqt.take_errors() == []
-        return panel
-
     @pytest.fixture
-    def gui(panel):
-        slicer_app.close_scene()
+    def gui(closed_scene):
+        yield closed_scene.self()
         pythonqt.process_events()
-        slicer_app.messages.clear()
-        yield panel.self()
-        pythonqt.process_events()
-        errors = pythonqt.take_errors()
-        assert errors == [], f"exceptions in slots: {errors}"
         assert slicer.app.overrideCursorDepth == 0, "a wait cursor was never restored"
 
     def click(button):
