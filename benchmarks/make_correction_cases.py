@@ -5,7 +5,10 @@ packages ship (TotalSegmentator's CT brain atlas, MNI152 from nilearn; eval_zoom
   (three objects), the volume cut to their slices and 3 more on each side;
 * `3DBox_CT_brain`, `3DBox_MR_brain`: the brain in a 40-slice slab through the lateral ventricles;
 * `3DBox_CT_wholebrain`, `3DBox_MR_wholebrain`: the whole brain, every second slice (2 mm apart);
-* `3DBox_MR_whitematter`: the white matter of each hemisphere (two objects), the same slices.
+* `3DBox_MR_whitematter`: the white matter of each hemisphere (two objects), the same slices;
+* `3DBox_MR_aal`: 19 structures of the AAL atlas on its own subject's T1 (Colin27 "ch2", Debian's
+  mricron-data): caudate, putamen, pallidum, thalamus, hippocampus, amygdala, insula and calcarine
+  cortex on each side, each cerebellar hemisphere and the vermis (AAL labels merged), the whole head.
 Tight 3D boxes (the challenge's), spacing 1 mm (2 mm between slices where every second is taken).
 
     python benchmarks/make_correction_cases.py OUT_DIR
@@ -54,6 +57,25 @@ def _hemispheres(mask: np.ndarray) -> np.ndarray:
     return labels
 
 
+AAL_OBJECTS = [[71], [72], [73], [74], [75], [76], [77], [78], [37], [38], [41], [42], [29], [30], [43], [44],
+               list(range(91, 109, 2)), list(range(92, 109, 2)), list(range(109, 117))]
+"""AAL labels of each object (aal.nii.txt): left/right caudate, putamen, pallidum, thalamus, hippocampus,
+amygdala, insula, calcarine; cerebellar hemispheres (Cerebelum_* L, R); vermis."""
+
+
+def aal_case(out: Path) -> None:
+    import SimpleITK as sitk
+
+    from MedSAMLiteLib.headless import samples
+
+    paths = samples.colin27_aal_paths()
+    t1, aal = (samples._axial(sitk.GetArrayFromImage(sitk.ReadImage(str(paths[k]))).T) for k in ("ch2", "aal"))
+    labels = np.zeros(aal.shape, np.uint16)
+    for label, group in enumerate(AAL_OBJECTS, start=1):
+        labels[np.isin(aal, group)] = label
+    _save(out, "3DBox_MR_aal", t1, labels)
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +95,7 @@ def main() -> int:
         _save(out, f"3DBox_{name}_wholebrain", vol[every2], brain[every2].astype(np.uint16), (2.0, 1.0, 1.0))
         if name == "MR":  # white matter of each hemisphere (> 50 %, largest component), same slices
             _save(out, "3DBox_MR_whitematter", vol[every2], _hemispheres(white_matter()[every2]), (2.0, 1.0, 1.0))
+    aal_case(out)
     return 0
 
 

@@ -5,6 +5,8 @@ For the demo, the tests and the benchmarks (needs scipy and scikit-image, the te
 * `3DBox_MR_mni152`: the MNI152 T1 template from the nilearn wheel, with objects made from its
   grey/white-matter probability maps.
 * `2DBox_Microscopy_coins`: scikit-image's `coins.png`, objects from Otsu thresholding.
+* `colin27_aal_paths()`: the Colin27 single-subject T1 (ch2) and the AAL atlas drawn on it, from
+  Debian's mricron-data package (the corrections benchmark's structures).
 * `ct_brain_atlas()`: TotalSegmentator's 1 mm CT brain atlas (HU) from its wheel, with the brain
   (tissue > 10 HU, holes filled) as the reference mask; the demo and the Slicer self-test data.
 Each case holds `imgs`, `boxes`, `gts` (and `spacing` for 3D), like a challenge ground-truth file.
@@ -55,6 +57,53 @@ def mni152_paths() -> dict[str, Path]:
 def ct_brain_atlas_path() -> Path:
     """TotalSegmentator's CT brain atlas (NIfTI, HU, 1 mm), from its wheel."""
     return _from_wheel("totalsegmentator", TOTALSEGMENTATOR_VERSION, {_CT_BRAIN: "ct_brain_atlas_1mm.nii.gz"})[_CT_BRAIN]
+
+
+MRICRON_DEB = ("http://deb.debian.org/debian/pool/main/m/mricron/mricron-data_1.2.20211006+dfsg-4_all.deb",
+               "d40aa0ed66cf89bf6cafa049ad3884703c9d975c2ee2737525b7196528df9d6f")
+_MRICRON = "./usr/share/mricron/templates/{}.nii.gz"
+
+
+def colin27_aal_paths() -> dict[str, Path]:
+    """ch2 (Colin27 T1, 1 mm, uint8) and aal (its 116 AAL labels, same grid) from Debian's mricron-data
+    package, checked against its SHA-256 and extracted once into the cache; the package is not kept."""
+    import hashlib
+    import io
+    import lzma
+    import tarfile
+    import urllib.request
+
+    folder = home() / "samples" / "mricron-data-1.2.20211006"
+    paths = {k: folder / f"{k}.nii.gz" for k in ("ch2", "aal")}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    url, sha256 = MRICRON_DEB
+    with urllib.request.urlopen(url, timeout=120) as response:
+        deb = response.read()
+    if hashlib.sha256(deb).hexdigest() != sha256:
+        raise OSError(f"{url} does not have the expected SHA-256")
+    data = _ar_member(deb, "data.tar.xz")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(data))) as tar:
+        for kind, path in paths.items():
+            part = path.with_suffix(".part")
+            part.write_bytes(tar.extractfile(_MRICRON.format(kind)).read())
+            part.replace(path)
+    return paths
+
+
+def _ar_member(archive: bytes, name: str) -> bytes:
+    """A member of an ar archive (a .deb): 60-byte headers, each followed by its data padded to even size."""
+    if not archive.startswith(b"!<arch>\n"):
+        raise OSError("not a Debian package")
+    at = 8
+    while at + 60 <= len(archive):
+        header = archive[at : at + 60]
+        size = int(header[48:58])
+        if header[:16].decode().strip().rstrip("/") == name:
+            return archive[at + 60 : at + 60 + size]
+        at += 60 + size + size % 2
+    raise OSError(f"{name} not in the Debian package")
 
 
 def brain_mask(hu: np.ndarray) -> np.ndarray:

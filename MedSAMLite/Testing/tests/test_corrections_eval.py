@@ -64,3 +64,37 @@ def test_nsd_comes_from_the_extension_and_is_gated_by_dsc_as_in_the_challenge():
     assert nsd(gt, gt, (1.0, 1.0, 1.0), surface_dice, 1.0) == 1.0
     far = _square((9, 40, 40), 4, 33, 33, 39, 39, thick=5)  # 3 voxels beyond gt's corner: DSC 0
     assert nsd(gt, far, (1.0, 1.0, 1.0), surface_dice, dice(gt, far)) == 0.0  # DSC <= 0.2: NSD not computed
+
+
+def _ar(members):
+    """An ar archive written by hand from the format's description (global header, 60-byte member headers)."""
+    out = b"!<arch>\n"
+    for name, data in members:
+        out += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data
+        out += b"\n" if len(data) % 2 else b""
+    return out
+
+
+def test_a_debian_package_member_is_found_past_odd_sized_members():
+    from MedSAMLiteLib.headless.samples import _ar_member
+
+    deb = _ar([("debian-binary", b"2.0\n"), ("control.tar.xz", b"abc"), ("data.tar.xz", b"payload")])
+    assert _ar_member(deb, "data.tar.xz") == b"payload"
+    assert _ar_member(deb, "control.tar.xz") == b"abc"
+    with pytest.raises(OSError, match="not in the Debian package"):
+        _ar_member(deb, "data.tar.gz")
+    with pytest.raises(OSError, match="not a Debian package"):
+        _ar_member(b"PK\x03\x04", "data.tar.xz")
+
+
+def test_a_download_with_the_wrong_checksum_writes_nothing(monkeypatch, tmp_path):
+    import io
+    import urllib.request
+
+    from MedSAMLiteLib.headless import samples
+
+    monkeypatch.setenv("MEDSAMLITE_HOME", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(_ar([("data.tar.xz", b"x")])))
+    with pytest.raises(OSError, match="SHA-256"):
+        samples.colin27_aal_paths()
+    assert not any(tmp_path.rglob("*.nii.gz"))
