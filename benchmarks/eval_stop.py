@@ -35,7 +35,7 @@ from MedSAMLiteLib.headless.commands import backend_args, load_segmenter  # noqa
 LIMIT = 3  # the module's default "Stop after empty slices"
 RULES = [("empty only (before)", 0.0, 1), ("< 10 px", 0.0, 10), ("< 2 % of largest", 0.02, 1),
          ("< 5 % of largest", 0.05, 1), ("< 10 % of largest", 0.10, 1), ("< 10 % or 10 px", 0.10, 10),
-         ("< 20 % of largest", 0.20, 1)]
+         ("< 15 % of largest", 0.15, 1), ("< 20 % of largest", 0.20, 1), ("< 30 % of largest", 0.30, 1)]
 
 
 def sweeps(gt: np.ndarray, segmenter):
@@ -54,8 +54,9 @@ def sweeps(gt: np.ndarray, segmenter):
     return [row(z) for z in range(mid, depth)], [row(z) for z in range(mid - 1, -1, -1)], mid
 
 
-def replay(up, down, fraction, pixels, limit=LIMIT):
-    """The slices each sweep decodes under the rule: (up rows, down rows)."""
+def replay(up, down, fraction, pixels, limit=LIMIT, drop=False):
+    """The rows each sweep keeps under the rule: (up rows, down rows), all the slices decoded, or with `drop`
+    the run of vanished masks that stopped a sweep left out."""
     out = []
     for rows, start in ((up, 0), (down, up[0][1])):
         rule = EmptyRun(limit, largest=start, fraction=fraction, pixels=pixels)
@@ -65,7 +66,7 @@ def replay(up, down, fraction, pixels, limit=LIMIT):
                 break
             kept.append(r)
             rule.add(r[1])
-        out.append(kept)
+        out.append(kept[: len(kept) - limit] if drop and rule.stopped else kept)
     return out
 
 
@@ -73,33 +74,34 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--case", default="/tmp/aal/cases/3DBox_MR_aal.npz", help="npz with imgs (D, H, W) uint8 and gts labels")
     p.add_argument("--axes", type=int, nargs="+", default=[0], help="voxel axes to propagate along (0: the array's D)")
-    p.add_argument("--save", help="write each object's full sweeps (z, area, overlap) to SAVE-axisN.npy")
+    p.add_argument("--save", help="keep each object's full sweeps (z, area, overlap) in SAVE-axisN.npy; reused when there")
     p.add_argument("--check", action="store_true", help="run objects.segment with the default rule and compare with the replay")
     backend_args(p)
     args = p.parse_args()
     with np.load(args.case) as data:
         imgs, gts = data["imgs"], data["gts"]
-    segmenter = load_segmenter(args)
-    segmenter.cache.resize(max(segmenter.cache.max_bytes, 2048 * 2**20))
+    segmenter = None
     print(machine_line(sys.argv), f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     for axis in args.axes:
         order = (axis, *(a for a in range(3) if a != axis))
         image, labels = np.ascontiguousarray(imgs.transpose(order)), np.ascontiguousarray(gts.transpose(order))
-        segmenter.set_image(image, key=("eval_stop", args.case, axis))
+        saved = Path(f"{args.save}-axis{axis}.npy") if args.save else None
         t0 = time.perf_counter()
-        runs = []
-        for label in range(1, int(labels.max()) + 1):
-            gt = labels == label
-            if gt.any():
-                runs.append((label, gt, *sweeps(gt, segmenter)))
-                print(f"  object {label}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        if args.save:
-            np.save(f"{args.save}-axis{axis}.npy", np.array([(r[0], r[2], r[3], r[4]) for r in runs], dtype=object), allow_pickle=True)
+        if saved is not None and saved.exists():
+            runs = [(label, labels == label, up, down, mid) for label, up, down, mid in np.load(saved, allow_pickle=True)]
+        else:
+            if segmenter is None:
+                segmenter = load_segmenter(args)
+                segmenter.cache.resize(max(segmenter.cache.max_bytes, 2048 * 2**20))
+            segmenter.set_image(image, key=("eval_stop", args.case, axis))
+            runs = [(label, labels == label, *sweeps(labels == label, segmenter)) for label in range(1, int(labels.max()) + 1)]
+            if saved is not None:
+                np.save(saved, np.array([(r[0], r[2], r[3], r[4]) for r in runs], dtype=object), allow_pickle=True)
         print(f"\naxis {axis} ({image.shape[0]} slices, {len(runs)} objects; full runs {time.perf_counter() - t0:.0f} s)")
-        print("| rule | past the end: median, max (slices) | stopped inside | mean DSC | slices decoded (mean) |")
-        print("|---|---|---|---|---|")
+        print("| rule | past the end: median, max (slices) | stopped inside | mean DSC, vanished kept | mean DSC, vanished dropped | slices decoded (mean) |")
+        print("|---|---|---|---|---|---|")
         for name, fraction, pixels in [("no stop", None, None)] + RULES:
-            past, inside, dscs, decoded = [], 0, [], []
+            past, inside, dscs, decoded = [], 0, {False: [], True: []}, []
             for label, gt, up, down, mid in runs:
                 zs = np.flatnonzero(gt.any(axis=(1, 2)))
                 kept = (up, down) if fraction is None else replay(up, down, fraction, pixels)
@@ -107,11 +109,15 @@ def main() -> int:
                     last = rows[-1][0] if rows else mid
                     past.append(sign * (last - end))
                     inside += sign * (last - end) < 0
-                rows = kept[0] + kept[1]
-                dscs.append(2 * sum(r[2] for r in rows) / (sum(r[1] for r in rows) + gt.sum()))
-                decoded.append(len(rows))
-            print(f"| {name} | {np.median(past):.0f}, {max(past)} | {inside} of {len(past)} | {np.mean(dscs):.3f} | {np.mean(decoded):.0f} |")
+                decoded.append(len(kept[0]) + len(kept[1]))
+                for drop in dscs:
+                    rows = sum((up, down) if fraction is None else replay(up, down, fraction, pixels, drop=drop), [])
+                    dscs[drop].append(2 * sum(r[2] for r in rows) / (sum(r[1] for r in rows) + gt.sum()))
+            print(f"| {name} | {np.median(past):.0f}, {max(past)} | {inside} of {len(past)} | {np.mean(dscs[False]):.3f} | "
+                  f"{np.mean(dscs[True]):.3f} | {np.mean(decoded):.0f} |")
         if args.check:
+            if segmenter is None:
+                raise SystemExit("--check needs the sweeps run here: give a --save prefix without saved files")
             for label, gt, up, down, mid in runs:
                 result = objects.segment(segmenter, KeySlices.from_roi(_roi(gt, mid), len(image), segmenter.profile.propagation),
                                          stop_after_empty=LIMIT)
