@@ -36,9 +36,10 @@ PRESET_LABELS = {
 PRESETS = tuple(name for name in PRESET_LABELS if name != "auto")  # "auto": preset None
 MODE_LABELS = {"auto": "Auto (by ROI thickness)", "2d": "2D (current slice)", "3d": "3D (through the ROI)"}
 DEFAULT_BACKEND = "litemedsam"
-# 3D propagation stops after this many slices in a row in each direction whose mask has vanished (empty, or a
-# speck: the models rarely return an empty mask past a structure; core/propagate.EmptyRun), keeping their
-# masks (0 = never, as the published pipelines): going on past a structure's end only costs time.
+# 3D propagation stops after this many slices in a row in each direction whose mask has vanished, keeping their
+# masks (0 = never, as the published pipelines). In an ROI (which bounds the object) only an empty mask has
+# vanished; for a box dragged on a view (bounded by nothing) also a speck: the models rarely return an empty mask
+# past a structure (core/propagate.EmptyRun).
 DEFAULT_EMPTY_SLICE_LIMIT = 3
 # The panel state in the parameter node (a saved scene restores it): parameter -> the control that edits it.
 NODE_REFERENCES = {"InputVolume": "volumeSelector", "ROI": "roiSelector", "Segmentation": "segmentationSelector"}
@@ -747,7 +748,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit(  # total: the slices visited at most (the progress bar's maximum)
             "segment", upload=self._upload(job), total=1 if job.is2d else min(z1, job.geometry.shape[0] - 1) - max(z0, 0) + 1,
             backend=job.backend, zoom=bool(job.zoom), image=job.image, box=(box.x0, box.y0, z0, box.x1, box.y1, z1),
-            is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit))
+            is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit), vanishing=hasattr(job, "span"))
 
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
@@ -1081,7 +1082,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit(
             "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
             box=(box.x0, box.y0, z0, box.x1, box.y1, z1), keys=sorted(keys.items()), emptySliceLimit=int(job.emptySliceLimit),
-            previous=previous)
+            previous=previous, vanishing=hasattr(job, "span"))
 
     def correctSlice(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
         """startCorrection, waited for; the segment's key slices after it."""

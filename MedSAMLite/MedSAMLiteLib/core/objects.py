@@ -202,11 +202,11 @@ Progress = Callable[[int], None]
 
 
 def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
-            stop_after_empty: int = 0, interpolate: str = "boxes") -> ObjectMasks:
+            stop_after_empty: int = 0, interpolate: str = "boxes", vanishing: bool = True) -> ObjectMasks:
     """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
     image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
     With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).
-    `interpolate`: see INTERPOLATE."""
+    `interpolate`: see INTERPOLATE; `stop_after_empty` and `vanishing`: propagate.EmptyRun."""
     if interpolate not in INTERPOLATE:
         raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}")
     image = segmenter.image
@@ -261,7 +261,7 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
         previous_mask = out.masks.get(key_z)
         # the published up sweep counts its first slice, the down sweep starts afresh from it
         key_area = 0 if previous_mask is None else int(previous_mask.sum())
-        stop = EmptyRun(stop_after_empty, largest=key_area)
+        stop = EmptyRun(stop_after_empty, largest=key_area, vanishing=vanishing)
         if direction > 0:
             stop.add(key_area)
         for z in zs:

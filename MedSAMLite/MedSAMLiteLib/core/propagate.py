@@ -33,18 +33,22 @@ VANISHED_PIXELS = 10
 class EmptyRun:
     """The stop rule of one sweep (up or down from its start slice), the same in every 3D loop: the sweep
     ends after `limit` vanished masks in a row (0: never, as the published pipelines). Those masks are kept:
-    a structure's thin end looks the same to the rule as a speck past it, and dropping them did no better."""
+    a structure's thin end looks the same to the rule as a speck past it, and dropping them did no better.
+    `vanishing` False: only empty masks count, for runs a user's ROI bounds (a tapering structure's last
+    slices fall under 20 % of its largest mask and would be cut); a box dragged on a view has no bound."""
 
     limit: int
     largest: int = 0  # area of the sweep's largest mask so far (its start slice's, for a sweep away from it)
     run: int = 0  # vanished masks in a row
+    vanishing: bool = True
     fraction: float = VANISHED_FRACTION
     pixels: int = VANISHED_PIXELS
 
     def add(self, area: int) -> None:
         """Count the next slice's mask (its area in pixels)."""
         self.largest = max(self.largest, area)
-        self.run = self.run + 1 if area < max(self.pixels, self.fraction * self.largest) else 0
+        floor = max(self.pixels, self.fraction * self.largest) if self.vanishing else 1
+        self.run = self.run + 1 if area < floor else 0
 
     @property
     def stopped(self) -> bool:

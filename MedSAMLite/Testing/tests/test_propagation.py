@@ -215,3 +215,19 @@ def test_a_structure_shrinking_to_its_tip_is_not_stopped_early(loop):
     np.testing.assert_array_equal(segs[3:28] > 0, ball[3:28])
     assert not segs[30:].any() and not segs[:1].any()
     assert visited <= 25 + 2 + 2
+
+
+def test_in_an_roi_only_an_empty_mask_stops_the_sweep():
+    """`vanishing=False` (the module's ROI runs, bounded by the ROI): the specks past slice 7 are masks, so the
+    sweep runs to the ROI's last slice; a tapering structure's small last slices are never cut."""
+    from MedSAMLiteLib.core import objects
+    from MedSAMLiteLib.core.objects import KeySlices
+
+    volume = np.zeros((16, 256, 256), np.uint8)
+    volume[:8, 100:160, 90:150] = 200
+    segmenter = Segmenter(StructureEngine(LITE))
+    segmenter.set_image(volume)
+    steps = []
+    obj = KeySlices.from_roi([80, 90, 0, 160, 170, 15], 16, "litemedsam")
+    result = objects.segment(segmenter, obj, progress=steps.append, stop_after_empty=2, vanishing=False)
+    assert len(steps) == 16 and all(result.volume()[z].any() for z in range(16))
