@@ -36,8 +36,10 @@ PRESET_LABELS = {
 PRESETS = tuple(name for name in PRESET_LABELS if name != "auto")  # "auto": preset None
 MODE_LABELS = {"auto": "Auto (by ROI thickness)", "2d": "2D (current slice)", "3d": "3D (through the ROI)"}
 DEFAULT_BACKEND = "litemedsam"
-# 3D propagation stops after this many consecutive empty slices in each direction (0 = never, as the
-# published pipelines): beyond a structure's end the model sees nothing, and going on only costs time.
+# 3D propagation stops after this many slices in a row in each direction whose mask has vanished, keeping their
+# masks (0 = never, as the published pipelines). In an ROI (which bounds the object) only an empty mask has
+# vanished; for a box dragged on a view (bounded by nothing) also a speck: the models rarely return an empty mask
+# past a structure (core/propagate.EmptyRun).
 DEFAULT_EMPTY_SLICE_LIMIT = 3
 # The panel state in the parameter node (a saved scene restores it): parameter -> the control that edits it.
 NODE_REFERENCES = {"InputVolume": "volumeSelector", "ROI": "roiSelector", "Segmentation": "segmentationSelector"}
@@ -746,7 +748,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit(  # total: the slices visited at most (the progress bar's maximum)
             "segment", upload=self._upload(job), total=1 if job.is2d else min(z1, job.geometry.shape[0] - 1) - max(z0, 0) + 1,
             backend=job.backend, zoom=bool(job.zoom), image=job.image, box=(box.x0, box.y0, z0, box.x1, box.y1, z1),
-            is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit))
+            is2d=bool(job.is2d), emptySliceLimit=int(job.emptySliceLimit), vanishing=hasattr(job, "span"))
 
     def startSegment(self, volumeNode, roiNode, segmentationNode, backend=DEFAULT_BACKEND, preset=None, segmentId=None,
                      mode="auto", slicePoint=None, emptySliceLimit=DEFAULT_EMPTY_SLICE_LIMIT, zoom=False):
@@ -806,7 +808,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         the segment is kept (MedSAMLiteLib/mrml/segments.py writes only the extent that changes).
         The ROI may be rotated; volume, ROI and segmentation may sit under transforms. `preset` None =
         automatic (RGB and 8-bit data as they are, anything else with the volume's window/level).
-        `mode` auto/2d/3d, `emptySliceLimit` (3D stops after that many empty slices; 0 = never) and
+        `mode` auto/2d/3d, `emptySliceLimit` (3D stops after that many vanished masks; 0 = never) and
         `zoom` (crop around small boxes) are the panel's options.
         """
         run = self.startSegment(volumeNode, roiNode, segmentationNode, backend, preset, segmentId, mode, slicePoint,
@@ -847,7 +849,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         view `sliceNode` shows, axial, sagittal or coronal (or oblique within 20 degrees of a voxel axis):
         the engine slices the volume along the view's normal, so "2d" segments that slice as the user sees
         it and "3d" propagates from it through the volume along the normal (stopping after
-        `emptySliceLimit` empty slices each way). Main thread; reads MRML only."""
+        `emptySliceLimit` vanished masks in a row each way). Main thread; reads MRML only."""
         inputs.check_nodes(volumeNode, None, segmentationNode, segmentId, needSegmentation, need_roi=False)
         if sliceNode is None or not sliceNode.IsA("vtkMRMLSliceNode"):
             raise InputError("drag the box in a slice view")
@@ -1080,7 +1082,7 @@ class MedSAMLiteLogic(ScriptedLoadableModuleLogic):
         return self.engine().submit(
             "correct", upload=self._upload(job), total=hi - lo + 1, backend=job.backend, zoom=bool(job.zoom), image=job.image,
             box=(box.x0, box.y0, z0, box.x1, box.y1, z1), keys=sorted(keys.items()), emptySliceLimit=int(job.emptySliceLimit),
-            previous=previous)
+            previous=previous, vanishing=hasattr(job, "span"))
 
     def correctSlice(self, segmentationNode, segmentId, slice, box, backend=None, preset=None):
         """startCorrection, waited for; the segment's key slices after it."""

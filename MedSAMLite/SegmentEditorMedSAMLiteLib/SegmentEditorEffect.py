@@ -67,7 +67,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return ("<html>Promptable segmentation (LiteMedSAM and others, on the CPU).<p><ul style='margin: 0'>"
                 "<li><b>Left-drag</b> a box around a structure in a slice view (axial, sagittal or coronal): the "
                 "result on that slice appears as a preview.<li><b>Propagate</b>: 3D from that box along the view's "
-                "normal.<li>Then a <b>box on another slice</b> of that view adds a key slice to the 3D result (a box on a key "
+                "normal, each way until <i>Stop after empty slices</i> masks in a row have vanished (under 20 % of the "
+                "largest, or 10 pixels; they keep their masks).<li>Then a <b>box on another slice</b> of that view adds a key slice to the 3D result (a box on a key "
                 "slice replaces it); the slices it governs are segmented again. A box in a view along another axis, for "
                 "another segment, with other options, or after Apply or Esc starts a new structure.<li><b>Apply</b>: into the selected segment, with the editor's masking and overwrite "
                 "settings; Undo takes it back.<li><b>Esc</b>: cancel the preview.</ul></html>")

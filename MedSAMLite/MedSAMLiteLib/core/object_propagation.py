@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .preprocess import logits_to_masks, map_boxes, mask_bbox, preprocess
-from .propagate import Progress, _plan, _write_labels, next_prompt
+from .propagate import EmptyRun, Progress, _plan, _write_labels, next_prompt
 from .zoom import NEVER, Window, ZoomRule
 
 EmbedSliceWindow = Callable[[int, Window], np.ndarray]  # (slice, window) -> embedding
@@ -26,7 +26,7 @@ def segment_3d(
     """Volume (D, H, W[, 3]), boxes (N, 6) -> label map (D, H, W) uint16: each object from its
     middle slice up, then down, every slice in a window around the previous slice's mask box.
     With a rule that never zooms this is exactly the published propagation; `stop_after_empty`
-    as in propagate.segment_3d."""
+    as in propagate.segment_3d (EmptyRun)."""
     profile = engine.profile
     depth, height, width = volume.shape[:3]
     segs = np.zeros((depth, height, width), dtype=np.uint16)
@@ -34,9 +34,10 @@ def segment_3d(
         obj = _plan(box, label, depth, profile.propagation)
         mid_mask = None
         for zs in (range(obj.z_mid, obj.z_up_end + 1), range(obj.z_mid - 1, obj.z_lo - 1, -1)):
-            previous, obj.empty_run = mid_mask, 0
+            previous = mid_mask
+            stop = EmptyRun(stop_after_empty, largest=0 if mid_mask is None else int(mid_mask.sum()))
             for z in zs:
-                if obj.stopped(stop_after_empty):
+                if stop.stopped:
                     break
                 bbox = mask_bbox(previous) if previous is not None else None
                 window = rule.window(obj.box if bbox is None else bbox, height, width) or Window.whole(height, width)
@@ -50,7 +51,7 @@ def segment_3d(
                 mask = window.paste(logits_to_masks(logits, geom, profile), height, width)[0]
                 _write_labels(segs[z], mask[None], [label])
                 previous = mask
-                obj.empty_run = 0 if mask.any() else obj.empty_run + 1
+                stop.add(int(mask.sum()))
                 if z == obj.z_mid:
                     mid_mask = mask
                 if progress:

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .preprocess import Geometry, logits_to_masks, map_boxes, mask_bbox
-from .propagate import _plan, next_prompt
+from .propagate import EmptyRun, _plan, next_prompt
 from .zoom import Window
 
 Box = tuple  # (x0, y0, x1, y1) in pixels of the slice, or None: not on this slice
@@ -202,11 +202,11 @@ Progress = Callable[[int], None]
 
 
 def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
-            stop_after_empty: int = 0, interpolate: str = "boxes") -> ObjectMasks:
+            stop_after_empty: int = 0, interpolate: str = "boxes", vanishing: bool = True) -> ObjectMasks:
     """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
     image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
     With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).
-    `interpolate`: see INTERPOLATE."""
+    `interpolate`: see INTERPOLATE; `stop_after_empty` and `vanishing`: propagate.EmptyRun."""
     if interpolate not in INTERPOLATE:
         raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}")
     image = segmenter.image
@@ -259,10 +259,13 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
     for key_z, direction, zs in sweeps:
         anchor = keyed[key_z]
         previous_mask = out.masks.get(key_z)
-        # the published up sweep counts its first slice's emptiness, the down sweep starts afresh
-        empty_run = int(previous_mask is None) if direction > 0 else 0
+        # the published up sweep counts its first slice, the down sweep starts afresh from it
+        key_area = 0 if previous_mask is None else int(previous_mask.sum())
+        stop = EmptyRun(stop_after_empty, largest=key_area, vanishing=vanishing)
+        if direction > 0:
+            stop.add(key_area)
         for z in zs:
-            if stop_after_empty > 0 and empty_run >= stop_after_empty:
+            if stop.stopped:
                 break
             prev = previous_mask if previous_mask is not None else np.zeros((height, width), dtype=bool)
             if rule is None:
@@ -275,7 +278,7 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
                 start_box = window.to_window(anchor)[0]
                 mask = run(z, window, next_prompt(window.crop(prev), 1, start_box, geom, variant))
             previous_mask = mask
-            empty_run = 0 if mask is not None else empty_run + 1
+            stop.add(0 if mask is None else int(mask.sum()))
     return out
 
 

@@ -106,7 +106,7 @@ class Segmenter:
     def segment_3d(self, box, progress: propagate.Progress | None = None, stop_after_empty: int = 0) -> np.ndarray:
         """One box (x0, y0, z0, x1, y1, z1) -> boolean mask (D, H, W): the middle slice with the box,
         then slice to slice, each prompted by the box of the previous slice's mask (the backend's
-        published rule); optionally stopping after `stop_after_empty` empty slices in a row."""
+        published rule); optionally stopping after `stop_after_empty` vanished masks in a row (propagate.EmptyRun)."""
         return self.label_3d(np.asarray(box, dtype=np.float64)[None], progress, stop_after_empty) > 0
 
     def label_2d(self, z: int, boxes: np.ndarray) -> np.ndarray:

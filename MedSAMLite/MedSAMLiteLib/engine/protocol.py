@@ -112,14 +112,14 @@ IMAGE = ("volume", "size", "ijk_to_ras", "preset", "window", "image_key", "axes"
 layout (`axes`, see core/geometry.py `Geometry.resliced`; None: the canonical axial slices)."""
 
 OPS: dict[str, tuple[str, ...]] = {
-    "segment": ("backend", "zoom", "image", "box", "is2d", "emptySliceLimit"),
+    "segment": ("backend", "zoom", "image", "box", "is2d", "emptySliceLimit", "vanishing"),
     "prefetch": ("backend", "image", "slices"),
     "download": ("name",),
     "import": ("name", "path"),
     "clear_cache": ("weights",),
     "embeddings": ("clear", "max_bytes"),
     "stats": ("backend",),
-    "correct": ("backend", "zoom", "image", "box", "keys", "emptySliceLimit", "previous"),
+    "correct": ("backend", "zoom", "image", "box", "keys", "emptySliceLimit", "previous", "vanishing"),
 }
 """Each request and the arguments it may take (the server's defaults apply to those left out)."""
 

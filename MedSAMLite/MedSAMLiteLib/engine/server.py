@@ -259,9 +259,10 @@ class Engine:
         return self.images[image_key]
 
     # -- requests ---------------------------------------------------------------------------------------------
-    def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit):
+    def do_segment(self, job_id, backend, zoom, image, box, is2d, emptySliceLimit, vanishing=False):
         """One ROI -> (crop, origin) of the mask in canonical (D, H, W) indices, and a status line;
-        in 3D the middle slice is sent first as a partial result."""
+        in 3D the middle slice is sent first as a partial result. `vanishing`: a speck counts as empty for
+        the stop rule (a box on a view, no ROI to bound it; core/propagate.EmptyRun)."""
         from ..core import objects
         from ..core.objects import KeySlices
         from ..core.roi import SliceBox
@@ -286,8 +287,9 @@ class Engine:
             progress(n)
 
         obj = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
-        result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit)  # the published masks
-        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit), result, segmenter)
+        result = objects.segment(segmenter, obj, progress=counted, stop_after_empty=emptySliceLimit,
+                                 vanishing=bool(vanishing))  # the published masks
+        self.remember(job_id, (image["image_key"], backend, bool(zoom), emptySliceLimit, bool(vanishing)), result, segmenter)
         lo, hi = obj.extent  # propagation stays within the box's slices (those in the volume): the mask is there
         return {"mask": _shift(crop(result.volume(lo, hi)), lo), "status": f"{backend} 3D: {sum(visited)} slices in {time.perf_counter() - t0:.1f} s",
                 "object": job_id, "keys": obj.keys}
@@ -302,7 +304,7 @@ class Engine:
             self.objects.popitem(last=False)
         self.cache.keep(set().union(*(kept[2] for kept in self.objects.values())))
 
-    def do_correct(self, job_id, backend, zoom, image, box, keys, emptySliceLimit, previous=None):
+    def do_correct(self, job_id, backend, zoom, image, box, keys, emptySliceLimit, previous=None, vanishing=False):
         """An object's key slices ((slice, xyxy box or None: not on this slice), the first the ROI's) -> its
         mask as a crop, the slices (z0, z1) whose mask differs from result `previous` (a task id of this
         object's last result; unknown: every slice of the object), the new result's id and key slices.
@@ -315,7 +317,7 @@ class Engine:
         self.stage(job_id, "correcting", interruptible=True)
         segmenter.set_image(self.image(**image), key=image["image_key"])
         box = SliceBox(*box)
-        settings = (image["image_key"], backend, bool(zoom), emptySliceLimit)
+        settings = (image["image_key"], backend, bool(zoom), emptySliceLimit, bool(vanishing))
         roi = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
         obj = KeySlices(tuple(sorted((int(z), None if b is None else tuple(float(v) for v in b)) for z, b in keys)), roi.z_lo, roi.z_hi)
         if not any(b is not None for _, b in obj.keys) or len({z for z, _ in obj.keys}) != len(obj.keys):
@@ -324,7 +326,8 @@ class Engine:
         before = before[1] if before is not None and before[0] == settings else None
         stats = segmenter.backend.stats
         t0, misses, decoding = time.perf_counter(), self.cache.misses, stats.decoder_seconds
-        result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit)
+        result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit,
+                                 vanishing=bool(vanishing))
         decoding = stats.decoder_seconds - decoding
         encoded = self.cache.misses - misses  # 0 unless embeddings were evicted, or zoom moved a crop window
         self.remember(job_id, settings, result, segmenter)

@@ -148,3 +148,86 @@ def test_other_weights_of_the_same_backend_never_reuse_embeddings():
         segmenter.set_image(volume, key="the same volume")
         segmenter.embedding(1)
     assert [e.stats.encoder_calls for e in engines] == [1, 1, 0]
+
+
+@dataclass
+class StructureEngine(BoxEngine):
+    """LiteMedSAM's habit past a structure's end: the mask is the bright pixels inside the prompt box and,
+    where the box holds none, a 4 x 4 blob of logits at its centre, never an empty mask (256 x 256 slices
+    map pixels to logits one to one)."""
+
+    def decode(self, embedding, boxes):
+        logits = super().decode(embedding, boxes)
+        bright = embedding[0, 0] > 0.5
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            inside = (logits[i, 0] > 0) & bright
+            if inside.any():
+                logits[i, 0] = np.where(inside, 1, -1)
+            else:
+                cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+                logits[i, 0] = -1
+                logits[i, 0, cy : cy + 4, cx : cx + 4] = 1
+        return logits
+
+
+def _run_loop(loop, volume, box, limit):
+    """(label map, slices visited) of one 3D box by one of the three sweeps that apply the stop rule."""
+    from MedSAMLiteLib.core import objects
+    from MedSAMLiteLib.core.objects import KeySlices
+    from MedSAMLiteLib.core.zoom import ZoomRule
+
+    segmenter = Segmenter(StructureEngine(LITE), zoom=ZoomRule() if loop == "zoom" else None)
+    segmenter.set_image(volume)
+    steps = []
+    if loop == "key_slices":
+        result = objects.segment(segmenter, KeySlices.from_roi(box, len(volume), "litemedsam"), progress=steps.append, stop_after_empty=limit)
+        return result.volume(), len(steps)
+    return segmenter.label_3d(np.asarray(box, np.float64)[None], progress=steps.append, stop_after_empty=limit), len(steps)
+
+
+LOOPS = ["slice_order", "zoom", "key_slices"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_hallucinated_specks_past_the_end_stop_the_sweep(loop):
+    """A square on slices 0..7 of 16; the box spans them all and starts at 7. Past slice 7 every mask is a
+    speck of a few pixels: with a limit of 2 the up sweep decodes 8 and 9 and stops (specks kept), 10
+    slices in all; without a limit it runs to 15."""
+    volume = np.zeros((16, 256, 256), np.uint8)
+    volume[:8, 100:160, 90:150] = 200
+    box = [80, 90, 0, 160, 170, 15]
+    segs, visited = _run_loop(loop, volume, box, 2)
+    assert visited == 10  # 7..9 up, 6..0 down
+    assert (segs[:8, 100:160, 90:150] > 0).all() and not segs[:8, :100].any() and not segs[10:].any()
+    assert all(0 < segs[z].astype(bool).sum() <= 16 for z in (8, 9))
+    segs, visited = _run_loop(loop, volume, box, 0)
+    assert visited == 16 and all(segs[z].any() for z in range(16))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_structure_shrinking_to_its_tip_is_not_stopped_early(loop):
+    """A ball of radius 12 on slices 3..27 (cross-sections down to one pixel at its poles): with a limit of
+    3 each sweep keeps the ball's every slice and stops at most 2 slices past its pole."""
+    z, y, x = np.ogrid[:40, :256, :256]
+    ball = (z - 15) ** 2 + (y - 128) ** 2 + (x - 128) ** 2 <= 144
+    volume = np.where(ball, 200, 0).astype(np.uint8)
+    segs, visited = _run_loop(loop, volume, [115, 115, 0, 141, 141, 30], 3)
+    np.testing.assert_array_equal(segs[3:28] > 0, ball[3:28])
+    assert not segs[30:].any() and not segs[:1].any()
+    assert visited <= 25 + 2 + 2
+
+
+def test_in_an_roi_only_an_empty_mask_stops_the_sweep():
+    """`vanishing=False` (the module's ROI runs, bounded by the ROI): the specks past slice 7 are masks, so the
+    sweep runs to the ROI's last slice; a tapering structure's small last slices are never cut."""
+    from MedSAMLiteLib.core import objects
+    from MedSAMLiteLib.core.objects import KeySlices
+
+    volume = np.zeros((16, 256, 256), np.uint8)
+    volume[:8, 100:160, 90:150] = 200
+    segmenter = Segmenter(StructureEngine(LITE))
+    segmenter.set_image(volume)
+    steps = []
+    obj = KeySlices.from_roi([80, 90, 0, 160, 170, 15], 16, "litemedsam")
+    result = objects.segment(segmenter, obj, progress=steps.append, stop_after_empty=2, vanishing=False)
+    assert len(steps) == 16 and all(result.volume()[z].any() for z in range(16))
