@@ -7,7 +7,8 @@ once to the volume's end (no stop) and its masks' areas are replayed through Emp
 threshold: a stop truncates a sweep, so the masks before it are those of the full run. `--check` runs
 the engine's own loop (objects.segment) with the default rule and asserts that it matches the replay.
 
-    python benchmarks/eval_stop.py --case /tmp/aal/cases/3DBox_MR_aal.npz --axes 0 1 [--check]
+    PYTHONPATH=MedSAMLite python benchmarks/make_correction_cases.py CASES   # builds CASES/3DBox_MR_aal.npz
+    python benchmarks/eval_stop.py --case CASES/3DBox_MR_aal.npz --axes 0 1 [--check]
 
 Per rule: how far past the true end (slices) each sweep stops (median, max over sweeps), sweeps that stopped
 inside the structure, mean 3D DSC with the vanished masks before a stop kept or dropped, the share of the
@@ -73,7 +74,7 @@ def replay(up, down, fraction, pixels, limit=LIMIT, drop=False):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="/tmp/aal/cases/3DBox_MR_aal.npz", help="npz with imgs (D, H, W) uint8 and gts labels")
+    p.add_argument("--case", required=True, help="npz with imgs (D, H, W) uint8 and gts labels (make_correction_cases.py's 3DBox_MR_aal)")
     p.add_argument("--axes", type=int, nargs="+", default=[0], help="voxel axes to propagate along (0: the array's D)")
     p.add_argument("--save", help="keep each object's full sweeps (z, area, overlap) in SAVE-axisN.npy; reused when there")
     p.add_argument("--check", action="store_true", help="run objects.segment with the default rule and compare with the replay")
