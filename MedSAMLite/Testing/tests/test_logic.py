@@ -277,3 +277,31 @@ def test_bad_inputs_give_one_line_errors_and_change_nothing(base, logic):
     frames.SetAndObserveImageData(series)
     fails("4D or multi-channel", frames, roi, segmentation)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
+
+
+def test_only_a_box_on_a_view_counts_specks_as_vanished(scene, monkeypatch):
+    """An ROI bounds its object: its 3D run stops on empty masks only (a tapering structure's small last
+    slices are kept going); a box dragged on a view is bounded by nothing, so a speck counts as vanished."""
+    volume, reference = _load("TestVolume"), slicer.util.arrayFromVolume(_load("TestReference", True)).copy() > 0
+    logic = MODULE.MedSAMLiteLogic()
+    sent = []
+
+    class Recorder:
+        def submit(self, op, **kwargs):
+            sent.append((op, kwargs))
+
+    monkeypatch.setattr(MODULE.MedSAMLiteLogic, "engine", staticmethod(lambda: Recorder()))
+    monkeypatch.setattr(MODULE.MedSAMLiteLogic, "_upload", lambda self, job: None)
+    logic.run(logic.prepare(volume, _brain_roi(volume, reference, slice(4, 9)), _segmentation(), mode="3d"))
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(slicer.mrmlScene)
+    view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode")
+    view.SetDimensions(256, 256, 1)
+    assert view.SetOrientation("Axial")
+    bounds = [0.0] * 6
+    volume.GetRASBounds(bounds)
+    centre = [(bounds[2 * i] + bounds[2 * i + 1]) / 2 for i in range(3)]
+    view.SetSliceOffset(centre[2])
+    view.UpdateMatrices()
+    corner1, corner2 = [centre[0] - 20, centre[1] - 20, centre[2]], [centre[0] + 20, centre[1] + 20, centre[2]]
+    logic.run(logic.prepareBoxOnSlice(volume, view, corner1, corner2, mode="3d", needSegmentation=False))
+    assert [(op, kwargs["vanishing"]) for op, kwargs in sent] == [("segment", False), ("segment", True)]
