@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bench_common import machine_line
-from MedSAMLiteLib.models.store import home, load_backend
+from MedSAMLiteLib.models.store import ensure_converted, load_backend
 
 
 def main() -> None:
@@ -24,10 +24,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=19, help="decoder calls (19: correction 1 of bench_corrections.py)")
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    load_backend("litemedsam")  # converts the model into the cache if needed
-    decoder = max((home() / "models" / "litemedsam").glob("*/decoder.xml"), key=lambda p: p.stat().st_mtime)
+    backend = load_backend("litemedsam")  # its compiled models stay loaded, as in the engine
     core = ov.Core()
-    model = core.read_model(str(decoder))
+    model = core.read_model(str(ensure_converted("litemedsam") / "decoder.xml"))
     model.reshape({"boxes": [1, 4]})
     latency = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     streams = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_PRECISION_HINT": "f32"})
@@ -58,7 +57,7 @@ def main() -> None:
         rows.append(in_a_row())
         par.append(in_parallel())
     a, b = statistics.median(rows), statistics.median(par)
-    print(machine_line(sys.argv))
+    print(machine_line(sys.argv), f"({backend.name} backend loaded)")
     print(f"{args.calls} decoder calls, median of {args.repeat}: in a row {a:.3f} s ({1000 * a / args.calls:.1f} ms per call), "
           f"2 parallel requests {b:.3f} s; in a row / parallel = {a / b:.2f}")
 
