@@ -28,6 +28,17 @@ class BackendStats:
     boxes_decoded: int = 0
 
 
+def _compile_decoder(core, model, config: dict):
+    """The decoder without the CPU plugin's fused "snippets" kernels: on the decoder's attention
+    (56 rows against 4096 image tokens) the fused kernel is slower than the plain MatMul and Softmax
+    and its speed varies from process to process (docs/benchmarks.md, "The decoder"). A plugin that
+    does not know the setting compiles the decoder as it would by default."""
+    try:
+        return core.compile_model(model, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"}).create_infer_request()
+    except RuntimeError:
+        return core.compile_model(model, "CPU", config).create_infer_request()
+
+
 class OpenVINOBackend:
     """Compiled encoder and decoder of one converted model, one infer request each.
 
@@ -52,11 +63,11 @@ class OpenVINOBackend:
         self.stats = BackendStats()
         self._encode = core.compile_model(str(encoder_xml), "CPU", config).create_infer_request()
         decoder = core.read_model(str(decoder_xml))
-        self._decode = core.compile_model(decoder, "CPU", config).create_infer_request()
+        self._decode = _compile_decoder(core, decoder, config)
         # One box per call is the interactive case (a click, each 3D slice): a copy compiled for a static
         # (1, 4) box input runs about 10 % faster than the dynamic-batch one (docs/benchmarks.md).
         decoder.reshape({"boxes": [1, 4]})
-        self._decode_one = core.compile_model(decoder, "CPU", config).create_infer_request()
+        self._decode_one = _compile_decoder(core, decoder, config)
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, S, S) float32 -> embedding (1, 256, 64, 64) float32, a copy the caller owns

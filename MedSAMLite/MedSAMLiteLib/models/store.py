@@ -30,7 +30,7 @@ from ..core.profiles import PROFILES
 
 # Bump when a conversion builder changes the graphs it makes for the same weights (cached models are
 # rebuilt). Kept here, not in `conversion` (which imports openvino), so model states need no openvino.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 3
 DOWNLOAD_TIMEOUT_S = 600
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "Resources" / "models.json"

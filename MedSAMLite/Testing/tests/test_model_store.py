@@ -167,3 +167,35 @@ def test_logic_without_torch(private_home):
             "harness.new_scene()\nmodule.MedSAMLiteTest().runTest()\nprint('SELFTEST OK')\n")
     proc = _run_without_torch(code, private_home)
     assert proc.returncode == 0 and "SELFTEST OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_backend_as_the_engine_runs_it_gives_the_golden_logits(genuine):
+    """The converted decoder as the backend compiles it (fused kernels off; the one-box copy and the
+    batched one) against the real checkpoint's goldens from PyTorch."""
+    from reference import BOX_256, assert_close_big, golden, reference_input
+
+    gold = golden("lite_medsam_real")
+    backend = model_store.load_backend(DEFAULT)
+    embedding = backend.encode(reference_input(256))
+    assert_close_big(embedding, gold["embedding"], "backend embedding")
+    one = backend.decode(embedding, BOX_256[None])
+    two = backend.decode(embedding, np.stack([BOX_256, [0, 0, 128, 85]]))
+    assert one.shape == (1, 1, 256, 256) and two.shape == (2, 1, 256, 256)
+    assert_close_big(one, gold["low_res_logits"], "backend low_res_logits, one box")
+    assert_close_big(two[:1], gold["low_res_logits"], "backend low_res_logits, two boxes")
+
+
+def test_decoder_compiles_on_a_plugin_without_the_kernel_setting():
+    from MedSAMLiteLib.models.backends import _compile_decoder
+
+    seen = []
+
+    class Core:  # an OpenVINO CPU plugin that does not know SNIPPETS_MODE
+        def compile_model(self, model, device, config):
+            seen.append(dict(config))
+            if "SNIPPETS_MODE" in config:
+                raise RuntimeError("Unsupported property SNIPPETS_MODE by CPU plugin.")
+            return type("Compiled", (), {"create_infer_request": lambda self: "request"})()
+
+    assert _compile_decoder(Core(), "model", {"INFERENCE_PRECISION_HINT": "f32"}) == "request"
+    assert seen == [{"INFERENCE_PRECISION_HINT": "f32", "SNIPPETS_MODE": "DISABLE"}, {"INFERENCE_PRECISION_HINT": "f32"}]

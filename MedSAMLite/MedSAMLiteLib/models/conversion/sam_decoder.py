@@ -58,9 +58,10 @@ def _box_embeddings(boxes, w: Weights, prompt_space: int):
     return ops.add(features, const(corners)).output(0)
 
 
-def _attention(w: Weights, q, k, v, n_q: int, n_k: int, downsample: int = 1):
-    """SAM's Attention: project, split heads, softmax(q kᵀ / sqrt(d)) v, merge heads, project."""
-    inner = DIM // downsample
+def _attention(w: Weights, q, k, v, n_q: int, n_k: int):
+    """SAM's Attention (the tokens' self-attention): project, split heads, softmax(q kᵀ / sqrt(d)) v,
+    merge heads, project. The cross attentions are reassociated forms of it (below)."""
+    inner = DIM
     head_dim = inner // HEADS
 
     def heads(x, name: str, n: int):
@@ -82,9 +83,62 @@ def _add(a, b):
     return ops.add(a, b).output(0)
 
 
+def _split_heads(x, n: int):
+    """(B, n, 128) -> (B, 8, n, 16)."""
+    inner = DIM // DOWNSAMPLE
+    return transpose(reshape(x, (-1, n, HEADS, inner // HEADS)), (0, 2, 1, 3))
+
+
+def _head_weights(w: Weights, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A cross attention's projection `name` as per-head matrices (8, 16, 256) and biases (8, 16)."""
+    inner = DIM // DOWNSAMPLE
+    weight = w.get(f"{name}.weight", (inner, DIM)).reshape(HEADS, inner // HEADS, DIM)
+    return weight, w.get(f"{name}.bias", (inner,)).reshape(HEADS, inner // HEADS)
+
+
+def _token_to_image(w: Weights, q_in, k_in, v_in, n_tok: int, n_img: int):
+    """Cross attention from the 7 prompt tokens to the 4096 image tokens, reassociated so that no
+    projection runs over the image tokens: q kᵀ = (q W_k) xᵀ (+ a per-row constant that softmax
+    drops) and softmax(·) (x W_vᵀ + b_v) = (softmax(·) x) W_vᵀ + b_v (softmax rows sum to 1). The
+    same function as SAM's Attention, with 56 instead of 128 products per image token."""
+    inner = DIM // DOWNSAMPLE
+    head_dim = inner // HEADS
+    q = _split_heads(linear(q_in, w.get("q_proj.weight", (inner, DIM)), w.get("q_proj.bias", (inner,))), n_tok)
+    w_k, _ = _head_weights(w, "k_proj")  # k_proj's bias adds the same to every score of a row
+    w_v, b_v = _head_weights(w, "v_proj")
+    folded = ops.matmul(q, const(w_k / math.sqrt(head_dim)), False, False)  # (B, 8, 7, 256)
+    logits = ops.matmul(reshape(folded, (-1, HEADS * n_tok, DIM)), k_in, False, True)  # (B, 56, 4096)
+    mixed = ops.matmul(ops.softmax(logits, -1), v_in, False, False)  # (B, 56, 256)
+    y = ops.matmul(reshape(mixed, (-1, HEADS, n_tok, DIM)), const(w_v), False, True)  # (B, 8, 7, 16)
+    y = ops.add(y, const(b_v[:, None, :])).output(0)
+    y = reshape(transpose(y, (0, 2, 1, 3)), (-1, n_tok, inner))
+    return linear(y, w.get("out_proj.weight", (DIM, inner)), w.get("out_proj.bias", (DIM,)))
+
+
+def _image_to_token(w: Weights, q_in, k_in, v_in, n_img: int, n_tok: int):
+    """Cross attention from the 4096 image tokens to the 7 prompt tokens, reassociated as above:
+    q kᵀ = x (k W_q)ᵀ + b_q kᵀ, and the values go through out_proj before the softmax mix
+    (Σ_h P_h v_h W_o,hᵀ): 56 + 56 products per image token and channel instead of 128 + 128."""
+    inner = DIM // DOWNSAMPLE
+    head_dim = inner // HEADS
+    k = _split_heads(linear(k_in, w.get("k_proj.weight", (inner, DIM)), w.get("k_proj.bias", (inner,))), n_tok)
+    v = _split_heads(linear(v_in, w.get("v_proj.weight", (inner, DIM)), w.get("v_proj.bias", (inner,))), n_tok)
+    w_q, b_q = _head_weights(w, "q_proj")
+    scale = 1 / math.sqrt(head_dim)
+    folded = reshape(ops.matmul(k, const(w_q * scale), False, False), (-1, HEADS * n_tok, DIM))  # (B, 56, 256)
+    offset = reshape(ops.matmul(k, const(b_q[:, :, None] * scale), False, False), (-1, 1, HEADS * n_tok))
+    logits = ops.add(ops.matmul(q_in, folded, False, True), offset)  # (B, 4096, 56)
+    weights = reshape(ops.softmax(reshape(logits, (-1, n_img, HEADS, n_tok)), -1), (-1, n_img, HEADS * n_tok))
+    w_out = w.get("out_proj.weight", (DIM, inner)).reshape(DIM, HEADS, head_dim).transpose(1, 2, 0)  # (8, 16, 256)
+    values = reshape(ops.matmul(v, const(w_out), False, False), (-1, HEADS * n_tok, DIM))  # (B, 56, 256)
+    y = ops.matmul(weights, values, False, False)
+    return ops.add(y, const(w.get("out_proj.bias", (DIM,)))).output(0)
+
+
 def _cross_attend(attn: Weights, norm: Weights, x, x_pe, other, other_pe, n_x: int, n_other: int, eps: float):
     """norm(x + attention(x + x_pe -> other + other_pe, values other)): token-to-image or image-to-token."""
-    y = _attention(attn, _add(x, x_pe), _add(other, other_pe), other, n_x, n_other, DOWNSAMPLE)
+    attend = _token_to_image if n_x < n_other else _image_to_token
+    y = attend(attn, _add(x, x_pe), _add(other, other_pe), other, n_x, n_other)
     return _norm(_add(x, y), norm, eps)
 
 
@@ -123,17 +177,25 @@ def _mlp_weights_only(w: Weights) -> None:
         w.get(f"layers.{layer}.bias", (out_dim,))
 
 
-def _upscale(x, w: Weights):
-    """output_upscaling: two ConvTranspose2d k2 s2 (torch weight layout is OpenVINO's) with
-    LayerNorm2d and exact GELU: (N, 256, 64, 64) -> (N, 32, 256, 256)."""
-    def conv_transpose(x, name: str, in_ch: int, out_ch: int):
-        weight = w.get(f"{name}.weight", (in_ch, out_ch, 2, 2))
-        y = ops.convolution_backprop_data(x, const(weight), [2, 2], None, [0, 0], [0, 0], [1, 1])
-        return ops.add(y, const(w.get(f"{name}.bias", (out_ch,)).reshape(1, -1, 1, 1))).output(0)
+def _upscaled_mask(keys, hyper, w: Weights):
+    """output_upscaling and token 0's mask product, on the image tokens as they are (B, 4096, 256):
+    a ConvTranspose2d with kernel 2 and stride 2 maps each pixel to its own 2x2 outputs, so it is a
+    Linear to (2, 2, C) per pixel, and LayerNorm2d a LayerNorm over C; only the one-channel mask is
+    put into image order at the end. The same function as (N, 256, 64, 64) -> (N, 32, 256, 256) ->
+    hyper · map, without moving the 32-channel map."""
+    def conv_transpose(x, name: str, in_ch: int, out_ch: int, pixels: int):
+        weight = w.get(f"{name}.weight", (in_ch, out_ch, 2, 2)).transpose(0, 2, 3, 1)  # (in, dy, dx, out)
+        y = reshape(ops.matmul(x, const(weight.reshape(in_ch, 4 * out_ch)), False, False), (-1, 4 * pixels, out_ch))
+        return ops.add(y, const(w.get(f"{name}.bias", (out_ch,)))).output(0)
 
-    y = conv_transpose(x, "0", DIM, DIM // 4)
-    y = layer_norm(y, w.get("1.weight", (DIM // 4,)), w.get("1.bias", (DIM // 4,)), UPSCALE_EPS, axis=1)
-    return gelu(conv_transpose(gelu(y), "3", DIM // 4, DIM // 8))
+    n_img = GRID * GRID
+    y = conv_transpose(keys, "0", DIM, DIM // 4, n_img)  # (B, 4096·4, 64): pixel (y, x), then (dy, dx)
+    y = gelu(layer_norm(y, w.get("1.weight", (DIM // 4,)), w.get("1.bias", (DIM // 4,)), UPSCALE_EPS))
+    y = gelu(conv_transpose(y, "3", DIM // 4, DIM // 8, 4 * n_img))  # (B, 4096·16, 32)
+    mask = ops.matmul(y, reshape(hyper, (-1, DIM // 8, 1)), False, False)  # (B, 65536, 1)
+    # index (y, x, dy1, dx1, dy2, dx2) -> row 4y + 2dy1 + dy2, column 4x + 2dx1 + dx2
+    mask = transpose(reshape(mask, (-1, GRID, GRID, 2, 2, 2, 2)), (0, 1, 3, 5, 2, 4, 6))
+    return reshape(mask, (-1, 1, 4 * GRID, 4 * GRID))
 
 
 def build_decoder(weights: Weights, prompt_space: int, layer_norm_eps: float) -> ov.Model:
@@ -168,15 +230,12 @@ def build_decoder(weights: Weights, prompt_space: int, layer_norm_eps: float) ->
     attn, norm = tw.sub("final_attn_token_to_image."), tw.sub("norm_final_attn.")
     queries = _cross_attend(attn, norm, queries, tokens, keys, key_pe, n_tok, n_img, layer_norm_eps)
 
-    # Mask of token 0: its hypernetwork output (N, 1, 32) times the upscaled map (N, 32, 256²).
-    upscaled = _upscale(reshape(transpose(keys, (0, 2, 1)), (-1, DIM, GRID, GRID)), md.sub("output_upscaling."))
-    side = 4 * GRID
+    # Mask of token 0: its hypernetwork output (N, 1, 32) times the upscaled map.
     mask_token = ops.gather(queries, const(1, np.int64), const(1, np.int64)).output(0)
     hyper = _mlp(mask_token, md.sub("output_hypernetworks_mlps.0."), DIM // 8)
     for i in range(1, NUM_MASK_TOKENS):  # multimask outputs: shape-checked and marked used, not built
         _mlp_weights_only(md.sub(f"output_hypernetworks_mlps.{i}."))
-    masks = ops.matmul(reshape(hyper, (-1, 1, DIM // 8)), reshape(upscaled, (-1, DIM // 8, side * side)), False, False)
-    logits = named_output(reshape(masks.output(0), (-1, 1, side, side)), "low_res_logits")
+    logits = named_output(_upscaled_mask(keys, hyper, md.sub("output_upscaling.")), "low_res_logits")
 
     iou_token = ops.gather(queries, const(0, np.int64), const(1, np.int64)).output(0)
     iou = named_output(_mlp(iou_token, md.sub("iou_prediction_head."), NUM_MASK_TOKENS, slice(0, 1)), "iou_predictions")
