@@ -18,6 +18,7 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -80,11 +81,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=19, help="decoder calls per timing (19: correction 1 of bench_corrections.py)")
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--layers", action="store_true", help="also the plugin's per-layer-type milliseconds (PERF_COUNT)")
     args = ap.parse_args()
     state = load_weights(weights_file("litemedsam")[0])
     _, prompt_space, eps = ARCHITECTURES["litemedsam"]
     core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **({"PERF_COUNT": "YES"} if args.layers else {})}
     requests = {}
     for form, build in (("published form", published_form), ("reassociated (converter)", build_decoder)):
         model = build(Weights(state), prompt_space, eps)
@@ -113,6 +115,11 @@ def main() -> None:
         flips = sum(int(((a > 0) != (b > 0)).sum()) for a, b in zip(outputs[name], outputs[base_name]))
         print(f"  {name:45s} {statistics.median(t):.3f} s  {1e3 * statistics.median(t) / args.calls:5.1f} ms/call  "
               f"{base / statistics.median(t):.2f}x  max |diff| {diff:.2g}  pixels differ {flips} of {args.calls * 65536}")
+        if args.layers:  # the last call's counters
+            by_type = Counter()
+            for layer in requests[name].profiling_info:
+                by_type[f"{layer.node_type} ({layer.exec_type})"] += layer.real_time.total_seconds() * 1e3
+            print("    " + ", ".join(f"{k} {v:.1f}" for k, v in by_type.most_common(6)) + " ms")
 
 
 if __name__ == "__main__":
