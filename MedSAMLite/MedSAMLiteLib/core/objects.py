@@ -10,8 +10,11 @@ with zoom `object_propagation.py`). Every further key slice re-prompts the slice
   weights take boxes only; INTERPOLATE has a variant on the key slices' mask boxes, docs/benchmarks.md
   compares them);
 * beyond the outermost box key slice on a side, up to the next "not here" key slice or the end of the
-  ROI's slices, each slice is prompted from the previous slice's mask by the backend's published rule,
-  falling back to the key slice's box after an empty slice;
+  ROI's slices: from the ROI's own key slice, each slice is prompted from the previous slice's mask by the
+  backend's published rule (falling back to the key slice's box after an empty slice); from a key slice
+  the user placed, with its box carried unchanged, as interpolation holds the nearest box past the last
+  key (`carry`; on our cases it gains more than the published rule, docs/benchmarks.md). An object that
+  nothing bounds (a box on a view, whose end the stop rule finds) propagates by the published rule;
 * a "not here" key slice and every slice beyond it (away from the box key slices) are empty.
 
 Every slice remembers the prompt it was decoded with (window and prompt-space box), so segmenting again
@@ -37,18 +40,20 @@ class KeySlices:
     """An object: its key slices (slice -> box or None) and the slices it is segmented over.
 
     `z_lo`..`z_hi` (inclusive) are the ROI's slices the published rule visits; key slices outside them
-    extend the object. Immutable: `with_key` and `without_key` give a new object (the Logic keeps the
-    old one for Undo)."""
+    extend the object. `origin` is the ROI's own key slice (z, box), the one the published rule sweeps
+    from. Immutable: `with_key` and `without_key` give a new object (the Logic keeps the old one for Undo)."""
 
     keys: tuple  # ((z, box or None), ...) sorted by z
     z_lo: int
     z_hi: int
+    origin: tuple | None = None
 
     @classmethod
     def from_roi(cls, box, depth: int, variant: str) -> "KeySlices":
         """The object of a 3D ROI box (x0, y0, z0, x1, y1, z1): its box on the middle slice."""
         plan = _plan(np.asarray(box, dtype=np.float64), 1, depth, variant)
-        return cls(((plan.z_mid, tuple(float(v) for v in plan.box)),), plan.z_lo, plan.z_up_end)
+        origin = (plan.z_mid, tuple(float(v) for v in plan.box))
+        return cls((origin,), plan.z_lo, plan.z_up_end, origin)
 
     @property
     def extent(self) -> tuple[int, int]:
@@ -70,7 +75,7 @@ class KeySlices:
         keys[int(z)] = box
         if all(b is None for b in keys.values()):
             raise ValueError("an object needs one key slice with a box")
-        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi)
+        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi, self.origin)
 
     def without_key(self, z: int) -> "KeySlices":
         """The key slice at z removed (the last key slice with a box cannot be)."""
@@ -80,12 +85,12 @@ class KeySlices:
         del keys[int(z)]
         if all(b is None for b in keys.values()):
             raise ValueError("an object needs one key slice with a box: this is its last")
-        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi)
+        return KeySlices(tuple(sorted(keys.items())), self.z_lo, self.z_hi, self.origin)
 
     def rules(self) -> tuple[dict, dict, list]:
         """How each slice of the extent is prompted: ({z: box} key slices with a box, {z: (key below, key
-        above, fraction)} slices between two box key slices, [(key slice, direction, slices)] propagated
-        from a box key slice, in order). Slices in none of them are empty."""
+        above, fraction)} slices between two box key slices, [(key slice, direction, slices)] beyond the
+        outermost box key slices, in order). Slices in none of them are empty."""
         lo, hi = self.extent
         keyed, between, sweeps = {}, {}, []
         keys = list(self.keys)
@@ -202,11 +207,13 @@ Progress = Callable[[int], None]
 
 
 def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, progress: Progress | None = None,
-            stop_after_empty: int = 0, interpolate: str = "boxes", vanishing: bool = True) -> ObjectMasks:
+            stop_after_empty: int = 0, interpolate: str = "boxes", vanishing: bool = True, carry: bool = True) -> ObjectMasks:
     """Segment `obj` on the segmenter's image; with `previous` (this object's last result on the same
     image, backend and zoom) a slice whose prompt is unchanged keeps its mask without decoding.
     With one key slice the masks are the published pipeline's (zoomed with the segmenter's ZoomRule).
-    `interpolate`: see INTERPOLATE; `stop_after_empty` and `vanishing`: propagate.EmptyRun."""
+    `interpolate`: see INTERPOLATE; `stop_after_empty` and `vanishing`: propagate.EmptyRun; `carry`:
+    beyond the outermost key slice a user placed, its box on every slice (False: the published rule,
+    for an object that nothing but the stop rule ends)."""
     if interpolate not in INTERPOLATE:
         raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}")
     image = segmenter.image
@@ -258,6 +265,7 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
         box_prompt(z, anchors[a] + t * (anchors[b] - anchors[a]), MARGIN[variant] if interpolate == "masks" else 0)
     for key_z, direction, zs in sweeps:
         anchor = keyed[key_z]
+        published = not carry or obj.origin is None or (key_z, obj.box(key_z)) == obj.origin
         previous_mask = out.masks.get(key_z)
         # the published up sweep counts its first slice, the down sweep starts afresh from it
         key_area = 0 if previous_mask is None else int(previous_mask.sum())
@@ -268,7 +276,9 @@ def segment(segmenter, obj: KeySlices, previous: ObjectMasks | None = None, prog
             if stop.stopped:
                 break
             prev = previous_mask if previous_mask is not None else np.zeros((height, width), dtype=bool)
-            if rule is None:
+            if not published:
+                mask = box_prompt(z, anchor)
+            elif rule is None:
                 geom = Geometry.of(height, width, profile.image_size)
                 mask = run(z, None, next_prompt(prev, 1, anchor, geom, variant))
             else:

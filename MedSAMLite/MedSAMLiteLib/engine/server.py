@@ -319,7 +319,8 @@ class Engine:
         box = SliceBox(*box)
         settings = (image["image_key"], backend, bool(zoom), emptySliceLimit, bool(vanishing))
         roi = KeySlices.from_roi(box.xyz, len(segmenter.image), segmenter.profile.propagation)
-        obj = KeySlices(tuple(sorted((int(z), None if b is None else tuple(float(v) for v in b)) for z, b in keys)), roi.z_lo, roi.z_hi)
+        obj = KeySlices(tuple(sorted((int(z), None if b is None else tuple(float(v) for v in b)) for z, b in keys)), roi.z_lo,
+                        roi.z_hi, roi.origin)
         if not any(b is not None for _, b in obj.keys) or len({z for z, _ in obj.keys}) != len(obj.keys):
             raise ValueError("key slices need one box and one entry per slice")
         before = self.objects.get(previous)
@@ -327,7 +328,7 @@ class Engine:
         stats = segmenter.backend.stats
         t0, misses, decoding = time.perf_counter(), self.cache.misses, stats.decoder_seconds
         result = objects.segment(segmenter, obj, previous=before, progress=self.progress(job_id), stop_after_empty=emptySliceLimit,
-                                 vanishing=bool(vanishing))
+                                 vanishing=bool(vanishing), carry=not vanishing)  # a box on a view: its end is the stop rule's
         decoding = stats.decoder_seconds - decoding
         encoded = self.cache.misses - misses  # 0 unless embeddings were evicted, or zoom moved a crop window
         self.remember(job_id, settings, result, segmenter)

@@ -56,9 +56,27 @@ def test_slices_between_two_box_key_slices_get_the_interpolated_box():
     prompts = [p[0].tolist() for p in segmenter.backend.prompts]
     # the key slices 9 and 13 first, then 10..12; slice 11 is half way: (60, 80, 120, 140) (256 px: no scaling)
     assert prompts[:5] == [[40, 40, 80, 80], [80, 120, 160, 200], [50, 60, 100, 110], [60, 80, 120, 140], [70, 100, 140, 170]]
-    # then down from 9 (slices 8..0) and up from 13 by the published rule (the mask's box grown by 3 px)
-    assert prompts[5] == [37, 37, 83, 83] and prompts[5 + 9] == [77, 117, 163, 203]
+    # then down from the ROI's slice 9 (8..0) by the published rule (the mask's box grown by 3 px), and up
+    # from the user's slice 13 (14..19) with its box carried
+    assert prompts[5] == [37, 37, 83, 83] and prompts[5 + 9 :] == [[80, 120, 160, 200]] * 6
     assert len(prompts) == 20
+
+
+def test_without_carry_the_user_key_slice_propagates_by_the_published_rule():
+    """An object that nothing bounds (a box on a view): beyond the user's key slice, the published rule."""
+    segmenter = _segmenter()
+    obj = KeySlices.from_roi([40, 40, 0, 80, 80, 19], 20, "litemedsam").with_key(13, (80, 120, 160, 200))
+    objects.segment(segmenter, obj, carry=False)
+    prompts = [p[0].tolist() for p in segmenter.backend.prompts]
+    assert prompts[5] == [37, 37, 83, 83] and prompts[5 + 9] == [77, 117, 163, 203] and len(prompts) == 20
+
+
+def test_a_box_replacing_the_roi_key_slice_is_the_users_and_is_carried():
+    segmenter = _segmenter()
+    obj = KeySlices.from_roi([40, 40, 0, 80, 80, 19], 20, "litemedsam").with_key(9, (50, 50, 90, 90))
+    objects.segment(segmenter, obj)
+    prompts = [p[0].tolist() for p in segmenter.backend.prompts]
+    assert prompts == [[50, 50, 90, 90]] * 20  # slice 9, then 10..19 up and 8..0 down
 
 
 def test_masks_interpolates_the_key_slices_mask_boxes_grown_as_published():
