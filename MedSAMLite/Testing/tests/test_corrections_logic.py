@@ -86,6 +86,20 @@ def test_a_box_on_a_key_slice_rewrites_only_what_it_governs_and_undo_takes_it_ba
     assert [k[0] for k in logic.keySlices(data["segmentation"], data["segment"])] == [6]
 
 
+def test_beyond_the_users_key_slice_its_box_is_carried_to_the_rois_end(data):
+    """Key slice 7 (the ROI's slices are 4..8, middle 6): slice 8 is prompted with slice 7's box, so it gets
+    the mask a key slice on 8 with that box gives (the published rule would follow slice 7's mask)."""
+    logic, box = data["logic"], (20, 20, 30, 30)
+    _polled(logic, logic.startCorrection(data["segmentation"], data["segment"], 7, box))
+    carried = _array(data)
+    assert logic.undo()
+    _polled(logic, logic.startCorrection(data["segmentation"], data["segment"], 8, box))
+    keyed = _array(data)
+    assert logic.undo()
+    assert carried[8].any() and not np.array_equal(carried[8], data["first"][8])
+    np.testing.assert_array_equal(carried[8], keyed[8])
+
+
 def test_not_on_this_slice_ends_the_object_there_and_removing_it_gives_the_first_result_back(data):
     logic = data["logic"]
     point = logic.keySlicePoint(data["segmentation"], data["segment"], 7)  # a world point on slice 7

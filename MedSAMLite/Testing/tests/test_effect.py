@@ -360,6 +360,9 @@ else:
         assert all((second[k] == first[k]).all() for k in range(CENTRE + 1)), "slices that box 2 does not govern are unchanged"
         assert not second[key, :, CENTRE + 1 :].any() and second[key].sum() > 20  # box 2's half, on its slice
         assert any((second[k] != first[k]).any() for k in range(CENTRE + 1, key))  # the slices between: boxes in between
+        # nothing bounds a box on a view: beyond box 2 the published rule and the stop rule end the object past
+        # the sphere's pole (box 2 carried, as in an ROI's corrections, would run to the volume's end)
+        assert not second[CENTRE + RADIUS + 5 :].any()
 
         drag_on_axial_slice(editor, key, (CENTRE - 10, CENTRE - 10), (CENTRE + 10, CENTRE + 10))  # replaces key slice 2
         wait_for_result(editor)
