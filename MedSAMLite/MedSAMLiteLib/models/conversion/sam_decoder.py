@@ -58,21 +58,22 @@ def _box_embeddings(boxes, w: Weights, prompt_space: int):
     return ops.add(features, const(corners)).output(0)
 
 
+def _split_heads(x, n: int, inner: int = DIM // DOWNSAMPLE):
+    """(B, n, inner) -> (B, 8, n, inner / 8)."""
+    return transpose(reshape(x, (-1, n, HEADS, inner // HEADS)), (0, 2, 1, 3))
+
+
 def _attention(w: Weights, q, k, v, n_q: int, n_k: int):
     """SAM's Attention (the tokens' self-attention): project, split heads, softmax(q kᵀ / sqrt(d)) v,
     merge heads, project. The cross attentions are reassociated forms of it (below)."""
-    inner = DIM
-    head_dim = inner // HEADS
-
     def heads(x, name: str, n: int):
-        x = linear(x, w.get(f"{name}.weight", (inner, DIM)), w.get(f"{name}.bias", (inner,)))
-        return transpose(reshape(x, (-1, n, HEADS, head_dim)), (0, 2, 1, 3))
+        return _split_heads(linear(x, w.get(f"{name}.weight", (DIM, DIM)), w.get(f"{name}.bias", (DIM,))), n, DIM)
 
     q, k, v = heads(q, "q_proj", n_q), heads(k, "k_proj", n_k), heads(v, "v_proj", n_k)
-    logits = ops.divide(ops.matmul(q, k, False, True), const(math.sqrt(head_dim)))
+    logits = ops.divide(ops.matmul(q, k, False, True), const(math.sqrt(DIM // HEADS)))
     y = ops.matmul(ops.softmax(logits, -1), v, False, False).output(0)
-    y = reshape(transpose(y, (0, 2, 1, 3)), (-1, n_q, inner))
-    return linear(y, w.get("out_proj.weight", (DIM, inner)), w.get("out_proj.bias", (DIM,)))
+    y = reshape(transpose(y, (0, 2, 1, 3)), (-1, n_q, DIM))
+    return linear(y, w.get("out_proj.weight", (DIM, DIM)), w.get("out_proj.bias", (DIM,)))
 
 
 def _norm(x, w: Weights, eps: float):
@@ -81,12 +82,6 @@ def _norm(x, w: Weights, eps: float):
 
 def _add(a, b):
     return ops.add(a, b).output(0)
-
-
-def _split_heads(x, n: int):
-    """(B, n, 128) -> (B, 8, n, 16)."""
-    inner = DIM // DOWNSAMPLE
-    return transpose(reshape(x, (-1, n, HEADS, inner // HEADS)), (0, 2, 1, 3))
 
 
 def _head_weights(w: Weights, name: str) -> tuple[np.ndarray, np.ndarray]:
